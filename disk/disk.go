@@ -1,0 +1,111 @@
+// Package disk defines the block-device surface that every layer of kvmify
+// (source image, overlay, patched view) offers, and opens source images
+// read-only.
+//
+// The required part is small (ReaderAt plus Size); optional abilities are
+// one-method interfaces that servers probe by type assertion, in the manner
+// of go-fuse's fs package and nbdkit's can_* callbacks.
+package disk
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Reader is a fixed-size, randomly readable disk.
+type Reader interface {
+	io.ReaderAt
+	// Size is the disk's length in bytes; it never changes.
+	Size() int64
+}
+
+// Writer is implemented by disks that accept writes; a write past Size fails.
+type Writer interface {
+	io.WriterAt
+}
+
+// Flusher is implemented by disks whose acknowledged writes become durable
+// only on Flush.
+type Flusher interface {
+	Flush() error
+}
+
+// Trimmer is implemented by disks that can discard a range; discarded bytes
+// read back as zeros.
+type Trimmer interface {
+	Trim(off, length int64) error
+}
+
+// Zeroer is implemented by disks that can zero a range without a data
+// payload.
+type Zeroer interface {
+	Zero(off, length int64) error
+}
+
+// ErrReadOnly is returned by writes to a disk that was opened read-only.
+var ErrReadOnly = errors.New("disk is read-only")
+
+// ErrOutOfRange is returned for an access that does not lie within the disk.
+var ErrOutOfRange = errors.New("access beyond the end of the disk")
+
+// Source is a source image opened read-only: a regular file or a block
+// device.
+type Source struct {
+	f    *os.File
+	size int64
+	dev  bool
+}
+
+// OpenSource opens path with O_RDONLY. It never opens for writing, so even a
+// bug elsewhere cannot modify the source through this handle.
+func OpenSource(path string) (*Source, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s := &Source{f: f}
+	switch {
+	case fi.Mode().IsRegular():
+		s.size = fi.Size()
+	case fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0:
+		// A block device's size is where a seek to its end lands.
+		n, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: block device size: %w", path, err)
+		}
+		s.size = n
+		s.dev = true
+	default:
+		f.Close()
+		return nil, fmt.Errorf("%s: not a regular file or block device", path)
+	}
+	return s, nil
+}
+
+// ReadAt reads from the source. Reads that end past Size return io.EOF with
+// the bytes that exist, as os.File does.
+func (s *Source) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
+
+// Size is the source's length in bytes.
+func (s *Source) Size() int64 { return s.size }
+
+// Name is the path the source was opened with.
+func (s *Source) Name() string { return s.f.Name() }
+
+// File gives the underlying read-only file, for identity checks (stat) and
+// fingerprinting.
+func (s *Source) File() *os.File { return s.f }
+
+// IsBlockDevice reports whether the source is a block device.
+func (s *Source) IsBlockDevice() bool { return s.dev }
+
+// Close releases the source.
+func (s *Source) Close() error { return s.f.Close() }
