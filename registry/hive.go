@@ -1,0 +1,166 @@
+// Package registry reads Windows registry hive files ("regf") in pure Go:
+// the base block, hive bins, cells, keys, values and their lists, plus an
+// invariant checker. Offsets named "cell offsets" are relative to the first
+// hive bin (file offset = 4096 + cell offset), as in the format itself;
+// errors always report absolute file offsets.
+package registry
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Hive is a parsed hive held in memory; it is read-only and safe for
+// concurrent readers.
+type Hive struct {
+	data  []byte // the whole file as given
+	hbins []byte // data[BaseBlockSize : BaseBlockSize+HiveBinsDataSize]
+	base  *BaseBlock
+	bins  []hbin
+
+	dirty string // why the hive is dirty, or ""
+}
+
+// Open parses a hive file held in memory. The slice is kept, not copied, and
+// must not be modified while the Hive is in use. A dirty hive (sequence
+// numbers differ or bad checksum) opens read-only; Dirty reports why.
+func Open(data []byte) (*Hive, error) {
+	base, err := ParseBaseBlock(data)
+	if err != nil {
+		return nil, err
+	}
+	size := base.HiveBinsDataSize
+	if size%hbinAlignment != 0 || size == 0 {
+		return nil, formatErr(regfHiveBinsDataSizeOffset, "base block", size, "hive bins data size is not a positive multiple of %d", hbinAlignment)
+	}
+	if uint64(size) > uint64(len(data)-BaseBlockSize) {
+		return nil, formatErr(regfHiveBinsDataSizeOffset, "base block", size, "hive bins data size exceeds the file (%d bytes): truncated hive", len(data))
+	}
+	h := &Hive{data: data, hbins: data[BaseBlockSize : BaseBlockSize+int(size)], base: base}
+	if h.bins, err = parseBins(h.hbins); err != nil {
+		return nil, err
+	}
+	switch {
+	case !base.ChecksumValid():
+		h.dirty = fmt.Sprintf("base block checksum 0x%08x does not match its content (0x%08x)", base.Checksum, BaseBlockChecksum(data))
+	case base.Dirty():
+		h.dirty = fmt.Sprintf("sequence numbers differ (primary %d, secondary %d)", base.PrimarySequence, base.SecondarySequence)
+	}
+	if _, err := h.key(base.RootCellOffset, "", 0); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// OpenFile reads and parses the hive file at path.
+func OpenFile(path string) (*Hive, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Open(data)
+}
+
+// BaseBlock returns the hive's decoded base block.
+func (h *Hive) BaseBlock() *BaseBlock { return h.base }
+
+// Dirty reports whether the hive's last write was incomplete (its logs would
+// have to be applied), and why.
+func (h *Hive) Dirty() (dirty bool, reason string) { return h.dirty != "", h.dirty }
+
+// Bytes returns the hive file as given to Open; callers must not modify it.
+func (h *Hive) Bytes() []byte { return h.data }
+
+// Root returns the hive's root key.
+func (h *Hive) Root() (*Key, error) { return h.key(h.base.RootCellOffset, "", 0) }
+
+// Lookup finds a key by its backslash-separated path relative to the root
+// (case-insensitive; empty components are ignored, so "" is the root).
+func (h *Hive) Lookup(path string) (*Key, error) {
+	k, err := h.Root()
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range strings.Split(path, `\`) {
+		if name == "" {
+			continue
+		}
+		if k, err = k.Subkey(name); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+// maxDepth bounds key nesting during walks; Windows itself limits key paths to
+// 512 levels.
+const maxDepth = 512
+
+// Walk calls fn for every key in depth-first order, parents before children
+// and siblings in stored (sorted) order. It stops at the first error from fn
+// or from the hive; a key reached twice (a reference loop) or nesting
+// beyond 512 levels is a FormatError.
+func (h *Hive) Walk(fn func(k *Key) error) error {
+	root, err := h.Root()
+	if err != nil {
+		return err
+	}
+	seen := newCellSet(len(h.hbins))
+	seen.claim(root.off)
+	return h.walk(root, seen, fn)
+}
+
+func (h *Hive) walk(k *Key, seen *cellSet, fn func(*Key) error) error {
+	if err := fn(k); err != nil {
+		return err
+	}
+	subs, err := k.subkeys(seen)
+	if err != nil {
+		return err
+	}
+	for _, s := range subs {
+		if s.depth > maxDepth {
+			return &FormatError{Offset: abs(s.off), Structure: "nk", Msg: fmt.Sprintf("key nesting deeper than %d levels", maxDepth), Err: ErrLimit}
+		}
+		if err := h.walk(s, seen, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cellSet records which cells a traversal has used, so that a cell reached a
+// second time (a loop or a shared list) is reported instead of re-read.
+type cellSet struct {
+	bits []uint64 // one bit per 8-byte cell slot; nil for a small map-based set
+	m    map[uint32]struct{}
+}
+
+func newCellSet(hbinsLen int) *cellSet {
+	return &cellSet{bits: make([]uint64, (hbinsLen/cellAlignment+63)/64)}
+}
+
+// claim marks off as used and reports whether it was unused before.
+func (s *cellSet) claim(off uint32) bool {
+	if s.bits != nil {
+		i := off / cellAlignment
+		w, b := i/64, uint64(1)<<(i%64)
+		if int(w) >= len(s.bits) {
+			return true // out of range offsets are rejected by the cell reader
+		}
+		if s.bits[w]&b != 0 {
+			return false
+		}
+		s.bits[w] |= b
+		return true
+	}
+	if s.m == nil {
+		s.m = make(map[uint32]struct{})
+	}
+	if _, ok := s.m[off]; ok {
+		return false
+	}
+	s.m[off] = struct{}{}
+	return true
+}
