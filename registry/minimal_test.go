@@ -59,7 +59,7 @@ func minimalHive() []byte {
 	le.PutUint32(sk[skBlinkOffset:], minSK)
 	le.PutUint32(sk[skReferenceCountOffset:], 2)
 	le.PutUint32(sk[skDescriptorSizeOffset:], 20)
-	sk[skDescriptorOffset] = 1        // revision
+	sk[skDescriptorOffset] = 1      // revision
 	sk[skDescriptorOffset+3] = 0x80 // control: self-relative
 
 	nkCell := func(off uint32, size int32, name string, flags uint16, parent, subCount, subList, valCount, valList uint32) {
