@@ -1,0 +1,185 @@
+package registry
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/bits"
+)
+
+// Old-format log layout: the dirty vector starts in the second sector, and
+// the dirty pages start at the first sector boundary after it.
+const (
+	dirtyVectorOffset       = logSectorSize
+	dirtyVectorBitmapOffset = dirtyVectorOffset + 4 // after the "DIRT" signature
+
+	// oldLogPageSize is the unit the dirty vector tracks: one bit per
+	// 512-byte page of hive bins data, whatever the disk's sector size.
+	oldLogPageSize = 512
+
+	regfLastWrittenSize = 8
+)
+
+// dirtyVector is a decoded old-format log: which 512-byte pages of the hive
+// bins data it holds, and where their copies start in the log.
+type dirtyVector struct {
+	bitmap     []byte // bit i (LSB first) set: page i is dirty
+	pages      int    // pages described by the bitmap
+	dirty      int    // bits set
+	pagesStart int    // log offset of the first dirty page copy
+}
+
+func (v *dirtyVector) isDirty(page int) bool {
+	return page >= 0 && page < v.pages && v.bitmap[page/8]&(1<<(page%8)) != 0
+}
+
+// parseDirtyVector decodes the dirty vector of a log whose base block copy
+// records hbinsSize bytes of hive bins data.
+func parseDirtyVector(log []byte, hbinsSize uint32) (*dirtyVector, error) {
+	const structure = "dirty vector (DIRT)"
+	if len(log) < dirtyVectorBitmapOffset || [4]byte(log[dirtyVectorOffset:dirtyVectorBitmapOffset]) != dirtSignature {
+		return nil, formatErr(dirtyVectorOffset, structure, nil, "missing %q signature", "DIRT")
+	}
+	if hbinsSize == 0 || hbinsSize%hbinAlignment != 0 || hbinsSize > maxHiveBinsDataSize {
+		return nil, formatErr(regfHiveBinsDataSizeOffset, "log base block", hbinsSize,
+			"hive bins data size is not a positive multiple of %d", hbinAlignment)
+	}
+	v := &dirtyVector{pages: int(hbinsSize / oldLogPageSize)}
+	n := (v.pages + 7) / 8
+	if n > len(log)-dirtyVectorBitmapOffset {
+		return nil, formatErr(dirtyVectorBitmapOffset, structure, n, "bitmap of %d bytes runs past the end of the %d-byte log", n, len(log))
+	}
+	v.bitmap = log[dirtyVectorBitmapOffset : dirtyVectorBitmapOffset+n]
+	for _, b := range v.bitmap {
+		v.dirty += bits.OnesCount8(b)
+	}
+	v.pagesStart = (dirtyVectorBitmapOffset + n + logSectorSize - 1) / logSectorSize * logSectorSize
+	if v.dirty > (len(log)-v.pagesStart)/oldLogPageSize {
+		return nil, formatErr(int64(v.pagesStart), "dirty pages", v.dirty,
+			"the log holds only %d bytes of page data", max(len(log)-v.pagesStart, 0))
+	}
+	return v, nil
+}
+
+// recoverOld applies the applicable old-format log: a valid one whose base
+// block copy has the primary's last-written timestamp, the newest if several.
+func (g *replay) recoverOld() ([]byte, error) {
+	stamp, ok := g.primaryTimestamp()
+	best, bestVec := -1, (*dirtyVector)(nil)
+	for i, h := range g.headers {
+		lr := &g.rep.Logs[i]
+		if h.format != LogFormatOld {
+			continue
+		}
+		if !h.valid {
+			continue // parseLogHeader said why
+		}
+		vec, err := parseDirtyVector(g.logs[i], h.bb.HiveBinsDataSize)
+		if err != nil {
+			lr.Problem = err.Error()
+			continue
+		}
+		lr.DirtyPages = vec.dirty
+		if !ok || !bytes.Equal(g.logs[i][regfLastWrittenOffset:regfLastWrittenOffset+regfLastWrittenSize], stamp) {
+			lr.Problem = "last written timestamp differs from the primary's: the log belongs to another write"
+			continue
+		}
+		if best < 0 || h.sequence > g.headers[best].sequence {
+			best, bestVec = i, vec
+		}
+	}
+	if best < 0 {
+		return nil, fmt.Errorf("%w: no applicable old-format log (%s)", ErrLogsUnusable, g.problems())
+	}
+	h, lr := g.headers[best], &g.rep.Logs[best]
+	out, err := g.applyDirtyPages(best, bestVec, bestVec.pages)
+	if err != nil {
+		return nil, err
+	}
+	// A dirty page that should start a hive bin but does not stops the
+	// replay there: only the pages before that bin are applied.
+	if bad, ok := firstBadBin(out, h.bb.HiveBinsDataSize); ok {
+		first := int(bad / oldLogPageSize)
+		last := first + hbinAlignment/oldLogPageSize
+		touched := false
+		for p := first; p < last; p++ {
+			touched = touched || bestVec.isDirty(p)
+		}
+		if touched {
+			g.rep.Stopped = fmt.Sprintf("dirty hive bin at hive bins offset 0x%x is invalid; pages from there on were not applied", bad)
+			if out, err = g.applyDirtyPages(best, bestVec, first); err != nil {
+				return nil, err
+			}
+		} else {
+			g.rep.Stopped = fmt.Sprintf("hive bin at hive bins offset 0x%x is invalid in the primary itself", bad)
+		}
+	}
+	lr.Used = true
+	lr.EntriesApplied = 1
+	g.rep.EntriesApplied = 1
+	g.rep.StartSequence, g.rep.EndSequence = h.sequence, h.sequence
+	seq := max(g.pbb.PrimarySequence, h.sequence)
+	if err := finish(out, seq, h.bb.HiveBinsDataSize); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLogsUnusable, err)
+	}
+	return out, nil
+}
+
+// applyDirtyPages copies the primary and writes the log's dirty pages below
+// page index limit onto the copy, counting them in the report.
+func (g *replay) applyDirtyPages(idx int, vec *dirtyVector, limit int) ([]byte, error) {
+	h, lr := g.headers[idx], &g.rep.Logs[idx]
+	out, err := g.grow(append([]byte(nil), g.primary...), h.bb.HiveBinsDataSize)
+	if err != nil {
+		return nil, fmt.Errorf("%w: log #%d: %v", ErrLogsUnusable, idx, err)
+	}
+	g.rep.BaseBlockFromLog = -1
+	if !g.pbb.ChecksumValid() {
+		// The primary's base block is corrupt: the log's copy replaces it.
+		copy(out[:logSectorSize], g.logs[idx][:logSectorSize])
+		g.rep.BaseBlockFromLog = idx
+	}
+	log := g.logs[idx]
+	lr.PagesApplied, g.rep.PagesApplied, g.rep.BytesApplied = 0, 0, 0
+	k := 0
+	for p := range vec.pages {
+		if !vec.isDirty(p) {
+			continue
+		}
+		if p < limit {
+			src := log[vec.pagesStart+k*oldLogPageSize:][:oldLogPageSize]
+			copy(out[BaseBlockSize+p*oldLogPageSize:], src)
+			lr.PagesApplied++
+			g.rep.PagesApplied++
+			g.rep.BytesApplied += oldLogPageSize
+		}
+		k++
+	}
+	return out, nil
+}
+
+// primaryTimestamp is the last-written timestamp a log must carry to apply:
+// the base block's, or the first hive bin's backup copy when the base block
+// is corrupt.
+func (g *replay) primaryTimestamp() ([]byte, bool) {
+	if g.pbb.ChecksumValid() {
+		return g.primary[regfLastWrittenOffset : regfLastWrittenOffset+regfLastWrittenSize], true
+	}
+	at := BaseBlockSize + hbinTimestampOffset
+	if len(g.primary) < at+regfLastWrittenSize {
+		return nil, false
+	}
+	return g.primary[at : at+regfLastWrittenSize], true
+}
+
+// firstBadBin walks the hive bins of a recovered image and returns the
+// offset (relative to the first bin) of the first invalid one.
+func firstBadBin(out []byte, hbinsSize uint32) (uint32, bool) {
+	_, err := parseBins(out[BaseBlockSize : BaseBlockSize+int(hbinsSize)])
+	var fe *FormatError
+	if err == nil || !errors.As(err, &fe) {
+		return 0, false
+	}
+	// Bins start on 4 KiB boundaries; the error may point into the header.
+	return uint32(fe.Offset-BaseBlockSize) &^ (hbinAlignment - 1), true
+}
