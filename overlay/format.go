@@ -78,13 +78,13 @@ func (h *rawHeader) encode() []byte {
 
 // decodeHeader parses and validates the header in b (read from headerOffset).
 func decodeHeader(b []byte) (*rawHeader, error) {
+	var h rawHeader
+	copy(h.Magic[:], b)
+	if len(b) >= len(headerMagic) && string(h.Magic[:]) != headerMagic {
+		return nil, formatErr(headerOffset+hdrMagicOff, "header", "bad magic", fmt.Sprintf("%q", h.Magic[:]), ErrNotOverlay)
+	}
 	if len(b) < headerSize {
 		return nil, formatErr(headerOffset, "header", "file too short for the header", len(b), ErrNotOverlay)
-	}
-	var h rawHeader
-	copy(h.Magic[:], b[hdrMagicOff:])
-	if string(h.Magic[:]) != headerMagic {
-		return nil, formatErr(headerOffset+hdrMagicOff, "header", "bad magic", string(h.Magic[:]), ErrNotOverlay)
 	}
 	h.Version = binary.LittleEndian.Uint32(b[hdrVersionOff:])
 	h.BlockSize = binary.LittleEndian.Uint32(b[hdrBlockSizeOff:])

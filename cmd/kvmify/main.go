@@ -55,6 +55,7 @@ storage controllers. The source image is only ever opened read-only.` + exitCode
 func commands() []*cobra.Command {
 	return []*cobra.Command{
 		newVersionCmd(),
+		newOverlayCmd(),
 	}
 }
 
