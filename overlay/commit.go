@@ -152,6 +152,8 @@ func load(r io.ReaderAt, fileSize int64) (*loaded, error) {
 		return st, nil
 	case best.MapOffset < dataOffset || (best.MapOffset-dataOffset)%uint64(bs) != 0:
 		return nil, formatErr(rootOff+rootMapOffsetOff, "commit root", "map record offset not at a slot", best.MapOffset, ErrCorrupt)
+	case best.MapLength > maxMapLength(nblocks):
+		return nil, formatErr(rootOff+rootMapLengthOff, "commit root", "map record longer than any this disk can need", best.MapLength, ErrCorrupt)
 	case best.MapLength > uint64(fileSize) || best.MapOffset > uint64(fileSize)-best.MapLength:
 		return nil, formatErr(rootOff+rootMapLengthOff, "commit root", fmt.Sprintf("map record at byte %d runs past the end of the %d-byte file", best.MapOffset, fileSize), best.MapLength, ErrCorrupt)
 	}

@@ -36,6 +36,7 @@ const (
 	maxMetaKeyLen   = 1 << 10
 	maxMetaValueLen = 16 << 20
 	maxMetaEntries  = 1 << 12
+	maxMetaTotal    = 64 << 20 // all keys and values together
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -303,6 +304,12 @@ func decodeMap(b []byte, off int64, root *rawRoot, nblocks int64, nslots int64) 
 		return nil, formatErr(pos, st, "trailing bytes after the last item", len(p), ErrCorrupt)
 	}
 	return rec, nil
+}
+
+// maxMapLength bounds a map record for a disk of nblocks blocks: every
+// block listed plus the largest metadata allowed.
+func maxMapLength(nblocks int64) uint64 {
+	return mapFixedSize + uint64(nblocks)*mapEntrySize + maxMetaEntries*mapMetaHdrSize + maxMetaTotal
 }
 
 // blockCount is the number of blockSize blocks that cover size bytes.

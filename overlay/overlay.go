@@ -565,9 +565,15 @@ func (o *Overlay) SetMeta(key string, value []byte) error {
 		o.mu.Unlock()
 		return ErrClosed
 	}
-	if _, ok := o.meta[key]; !ok && len(o.meta) >= maxMetaEntries {
+	total := len(key) + len(value)
+	for k, v := range o.meta {
+		if k != key {
+			total += len(k) + len(v)
+		}
+	}
+	if _, ok := o.meta[key]; (!ok && len(o.meta) >= maxMetaEntries) || total > maxMetaTotal {
 		o.mu.Unlock()
-		return fmt.Errorf("overlay: more than %d metadata keys", maxMetaEntries)
+		return fmt.Errorf("overlay: metadata limited to %d keys and %d bytes", maxMetaEntries, maxMetaTotal)
 	}
 	o.meta[key] = append([]byte(nil), value...)
 	o.mu.Unlock()
