@@ -106,9 +106,14 @@ func (h *Hive) Walk(fn func(k *Key) error) error {
 	if err != nil {
 		return err
 	}
-	seen := newCellSet(len(h.hbins))
-	seen.claim(root.off)
-	return h.walk(root, seen, fn)
+	return root.Walk(fn)
+}
+
+// Walk calls fn for k and every key below it, like Hive.Walk.
+func (k *Key) Walk(fn func(k *Key) error) error {
+	seen := newCellSet(len(k.h.hbins))
+	seen.claim(k.off)
+	return k.h.walk(k, seen, fn)
 }
 
 func (h *Hive) walk(k *Key, seen *cellSet, fn func(*Key) error) error {
