@@ -56,6 +56,7 @@ func commands() []*cobra.Command {
 	return []*cobra.Command{
 		newVersionCmd(),
 		newOverlayCmd(),
+		newHiveCmd(),
 	}
 }
 
