@@ -1,0 +1,197 @@
+package bootfix
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Device setup class GUIDs used in CriticalDeviceDatabase entries.
+const (
+	ClassHDC  = "{4D36E96A-E325-11CE-BFC1-08002BE10318}" // IDE ATA/ATAPI controllers
+	ClassDisk = "{4D36E967-E325-11CE-BFC1-08002BE10318}" // disk drives
+)
+
+// Setting is one piece of registry state a profile wants in every patched
+// control set. Key is relative to ControlSetNNN.
+type Setting struct {
+	Key   string
+	Value string
+	Want  Value
+	// IfKeyAbsent leaves an existing Key alone: a CriticalDeviceDatabase
+	// entry Windows already has (pointing wherever) is not overwritten.
+	IfKeyAbsent bool
+}
+
+// Profile is the boot fix for one Windows family and target.
+type Profile struct {
+	Name     string
+	Settings []Setting
+	// ClearStartOverride names services whose StartOverride values
+	// (Windows 8+) must go so that Start 0 takes effect.
+	ClearStartOverride []string
+	// DriverFiles must exist, relative to the Windows directory.
+	DriverFiles []string
+}
+
+// serviceDef is a boot-start service as MergeIDE writes it.
+type serviceDef struct {
+	name, group, image string
+	tag                uint32
+}
+
+// The XP/2003 services with the values Windows XP's own setup gives them
+// (identical to those MergeIDE publishes).
+var nt5Services = []serviceDef{
+	{name: "atapi", group: "SCSI miniport", image: `system32\DRIVERS\atapi.sys`, tag: 0x19},
+	{name: "IntelIde", group: "System Bus Extender", image: `system32\DRIVERS\intelide.sys`, tag: 4},
+	{name: "PCIIde", group: "System Bus Extender", image: `system32\DRIVERS\pciide.sys`, tag: 3},
+}
+
+// Service values MergeIDE sets besides Group, Tag and ImagePath.
+const (
+	serviceTypeKernelDriver uint32 = 1 // Type: SERVICE_KERNEL_DRIVER
+	errorControlNormal      uint32 = 1 // ErrorControl: log and continue
+)
+
+// cddbEntry is one CriticalDeviceDatabase key of the MergeIDE set.
+type cddbEntry struct {
+	key, service, class string
+}
+
+// The MergeIDE CriticalDeviceDatabase set: the generic channel and disk IDs,
+// the generic IDE class, the vendor IDE controllers pciide drives, and the
+// Intel PIIX/ICH controllers intelide drives (PIIX3 7010 is QEMU's).
+var nt5CDDB = func() []cddbEntry {
+	e := []cddbEntry{
+		{"primary_ide_channel", "atapi", ClassHDC},
+		{"secondary_ide_channel", "atapi", ClassHDC},
+		{"*pnp0600", "atapi", ClassHDC},
+		{"*azt0502", "atapi", ClassHDC},
+		{"gendisk", "disk", ClassDisk},
+		{"pci#cc_0101", "pciide", ClassHDC},
+	}
+	for _, vd := range []string{
+		"0e11&dev_ae33", "1039&dev_0601", "1039&dev_5513", "1042&dev_1000",
+		"105a&dev_4d33", "1095&dev_0640", "1095&dev_0646", "1095&dev_0648",
+		"1095&dev_0649", "1097&dev_0038", "10ad&dev_0001", "10ad&dev_0150",
+		"10b9&dev_5215", "10b9&dev_5219", "10b9&dev_5229", "1106&dev_0571",
+	} {
+		e = append(e, cddbEntry{"pci#ven_" + vd, "pciide", ClassHDC})
+	}
+	for _, dev := range []string{"1222", "1230", "2411", "2421", "7010", "7111", "7199"} {
+		e = append(e, cddbEntry{"pci#ven_8086&dev_" + dev, "intelide", ClassHDC})
+	}
+	return e
+}()
+
+var ideDriverFiles = []string{
+	`System32\drivers\atapi.sys`, `System32\drivers\intelide.sys`,
+	`System32\drivers\pciide.sys`, `System32\drivers\pciidex.sys`,
+}
+
+// ProfileFor returns the boot fix for a Windows version and target.
+func ProfileFor(v Version, t Target) (Profile, error) {
+	fam := v.Family()
+	switch {
+	case t == TargetVirtio:
+		return Profile{}, fmt.Errorf("%w for virtio on %s: Windows has no inbox virtio-blk driver (install viostor from the virtio-win drivers)", ErrUnsupported, fam)
+	case fam == FamilyNT5 && t == TargetIDE:
+		return nt5IDE(), nil
+	case fam == FamilyNT5 && t == TargetAHCI:
+		return Profile{}, fmt.Errorf("%w for ahci on %s: it has no inbox AHCI driver; use --target ide", ErrUnsupported, fam)
+	case fam == FamilyNT60 && t == TargetIDE:
+		p := startZero("Vista/7 IDE", []string{"intelide", "pciide", "atapi"}, ideDriverFiles)
+		p.Settings = append(p.Settings, cddb("pci#ven_8086&dev_7010", "intelide", ClassHDC, true)...)
+		return p, nil
+	case fam == FamilyNT60 && t == TargetAHCI:
+		p := startZero("Vista/7 AHCI", []string{"msahci"}, []string{`System32\drivers\msahci.sys`})
+		p.Settings = append(p.Settings, cddb("pci#cc_010601", "msahci", ClassHDC, true)...)
+		return p, nil
+	case fam == FamilyNT62 && t == TargetIDE:
+		p := startZero("8+ IDE", []string{"intelide", "pciide", "atapi"}, ideDriverFiles)
+		p.ClearStartOverride = []string{"intelide", "pciide", "atapi"}
+		return p, nil
+	case fam == FamilyNT62 && t == TargetAHCI:
+		p := startZero("8+ AHCI", []string{"storahci"}, []string{`System32\drivers\storahci.sys`})
+		p.ClearStartOverride = []string{"storahci"}
+		return p, nil
+	}
+	return Profile{}, fmt.Errorf("%w for %s on Windows %s (%s)", ErrUnsupported, t, v, fam)
+}
+
+func nt5IDE() Profile {
+	p := Profile{Name: "MergeIDE (XP/2003 IDE)", DriverFiles: ideDriverFiles}
+	for _, e := range nt5CDDB {
+		p.Settings = append(p.Settings, cddb(e.key, e.service, e.class, false)...)
+	}
+	for _, s := range nt5Services {
+		k := join(servicesKey, s.name)
+		p.Settings = append(p.Settings,
+			Setting{Key: k, Value: "ErrorControl", Want: DWORD(errorControlNormal)},
+			Setting{Key: k, Value: "Group", Want: String(TypeSZ, s.group)},
+			Setting{Key: k, Value: valueStart, Want: DWORD(StartBoot)},
+			Setting{Key: k, Value: "Tag", Want: DWORD(s.tag)},
+			Setting{Key: k, Value: "Type", Want: DWORD(serviceTypeKernelDriver)},
+			Setting{Key: k, Value: valueImagePath, Want: String(TypeExpandSZ, s.image)},
+		)
+	}
+	return p
+}
+
+func cddb(key, service, class string, ifAbsent bool) []Setting {
+	k := join(cddbKey, key)
+	return []Setting{
+		{Key: k, Value: valueService, Want: String(TypeSZ, service), IfKeyAbsent: ifAbsent},
+		{Key: k, Value: "ClassGUID", Want: String(TypeSZ, class), IfKeyAbsent: ifAbsent},
+	}
+}
+
+func startZero(name string, services, files []string) Profile {
+	p := Profile{Name: name, DriverFiles: files}
+	for _, s := range services {
+		p.Settings = append(p.Settings, Setting{Key: join(servicesKey, s), Value: valueStart, Want: DWORD(StartBoot)})
+	}
+	return p
+}
+
+// Extra is an opt-in change beyond the boot fix.
+type Extra string
+
+// The extras; all are off unless asked for.
+const (
+	// ExtraAutoReboot sets CrashControl\AutoReboot 0 so a STOP screen stays
+	// visible instead of rebooting in a loop.
+	ExtraAutoReboot Extra = "autoreboot"
+	// ExtraIntelPPM disables intelppm, which crashes some guests on CPUs
+	// that QEMU does not fully model.
+	ExtraIntelPPM Extra = "intelppm"
+	// ExtraFilters removes class UpperFilters/LowerFilters entries whose
+	// service key or driver file is missing (a leftover filter stops the
+	// whole class from starting).
+	ExtraFilters Extra = "filters"
+)
+
+// Extras lists every extra.
+var Extras = []Extra{ExtraAutoReboot, ExtraIntelPPM, ExtraFilters}
+
+// ParseExtras parses a comma-separated list of extras.
+func ParseExtras(s string) ([]Extra, error) {
+	var out []Extra
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		found := false
+		for _, e := range Extras {
+			if strings.EqualFold(f, string(e)) {
+				out = append(out, e)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("bootfix: unknown extra %q (want autoreboot, intelppm or filters)", f)
+		}
+	}
+	return out, nil
+}
