@@ -168,16 +168,19 @@ func regData(v registry.Value) string {
 		}
 	}
 	var b strings.Builder
+	b.Grow(len(raw)*3 + len("hex(ffffffff):"))
 	if v.Type == registry.RegBinary {
 		b.WriteString("hex:")
 	} else {
 		fmt.Fprintf(&b, "hex(%x):", uint32(v.Type))
 	}
+	const digits = "0123456789abcdef"
 	for i, c := range raw {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, "%02x", c)
+		b.WriteByte(digits[c>>4])
+		b.WriteByte(digits[c&0xf])
 	}
 	return b.String()
 }
@@ -193,8 +196,19 @@ func plainUTF16(raw []byte) bool {
 	return true
 }
 
+// regQuote quotes a name or string the way .reg files do.
 func regQuote(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' || s[i] == '"' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // hiveCheckOptions holds the flags of "hive check".
