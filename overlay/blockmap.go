@@ -175,6 +175,11 @@ func (a *slotAllocator) release(s int64) {
 func (a *slotAllocator) allocRun(n int64) int64 {
 	run := int64(0)
 	for s := int64(0); s < a.high; s++ {
+		if s&63 == 0 && a.busyWord(int(s>>6)) == ^uint64(0) {
+			run = 0
+			s += 63 // a full word: skip it
+			continue
+		}
 		if a.busy(s) {
 			run = 0
 			continue

@@ -1,0 +1,120 @@
+package overlay
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/kvmify/kvmify/disk"
+)
+
+const benchSize = 1 << 30
+
+// benchSource is a sparse 1 GiB source image.
+func benchSource(b *testing.B) *disk.Source {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), "source.img")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Truncate(benchSize); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	src, err := disk.OpenSource(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { src.Close() })
+	return src
+}
+
+func benchOverlay(b *testing.B, ephemeral bool) *Overlay {
+	src := benchSource(b)
+	o := mustOpen(b, filepath.Join(b.TempDir(), "ov"), src, Options{Ephemeral: ephemeral})
+	b.Cleanup(func() { o.Close() })
+	return o
+}
+
+func benchRandomWrites(b *testing.B, ephemeral bool, size int, flushEvery int) {
+	o := benchOverlay(b, ephemeral)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(rand.Uint64(), 1))
+		p := make([]byte, size)
+		fillRandom(p, r.Uint64())
+		i := 0
+		for pb.Next() {
+			off := r.Int64N(benchSize/int64(size)) * int64(size)
+			if _, err := o.WriteAt(p, off); err != nil {
+				b.Error(err)
+				return
+			}
+			if i++; flushEvery > 0 && i%flushEvery == 0 {
+				if err := o.Flush(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}
+	})
+}
+
+func BenchmarkWriteRandom64KEphemeral(b *testing.B) { benchRandomWrites(b, true, 64<<10, 0) }
+func BenchmarkWriteRandom4KEphemeral(b *testing.B)  { benchRandomWrites(b, true, 4<<10, 0) }
+func BenchmarkWriteRandom64KPersistentFlush64(b *testing.B) {
+	benchRandomWrites(b, false, 64<<10, 64)
+}
+
+func benchRandomReads(b *testing.B, size int, prefill bool) {
+	o := benchOverlay(b, true)
+	const span = 64 << 20 // read within the first 64 MiB
+	if prefill {
+		p := make([]byte, 1<<20)
+		for off := int64(0); off < span; off += int64(len(p)) {
+			if _, err := o.WriteAt(p, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(rand.Uint64(), 2))
+		p := make([]byte, size)
+		for pb.Next() {
+			off := r.Int64N(span/int64(size)) * int64(size)
+			if _, err := o.ReadAt(p, off); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkReadUnmodified4K(b *testing.B)  { benchRandomReads(b, 4<<10, false) }
+func BenchmarkReadUnmodified64K(b *testing.B) { benchRandomReads(b, 64<<10, false) }
+func BenchmarkReadOverlay4K(b *testing.B)     { benchRandomReads(b, 4<<10, true) }
+func BenchmarkReadOverlay64K(b *testing.B)    { benchRandomReads(b, 64<<10, true) }
+
+// BenchmarkReadSourceDirect4K is the baseline for ReadUnmodified4K: the same
+// reads straight from the source.
+func BenchmarkReadSourceDirect4K(b *testing.B) {
+	src := benchSource(b)
+	b.SetBytes(4 << 10)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(rand.Uint64(), 3))
+		p := make([]byte, 4<<10)
+		for pb.Next() {
+			if _, err := src.ReadAt(p, r.Int64N((64<<20)/4096)*4096); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
