@@ -592,6 +592,11 @@ func (o *Overlay) Meta(key string) ([]byte, bool) {
 	return append([]byte(nil), v...), true
 }
 
+// MultiConnSafe reports true: every client shares this one store, and a
+// Flush commits every write completed before it, whoever issued it, which
+// is what NBD's CAN_MULTI_CONN promises.
+func (o *Overlay) MultiConnSafe() bool { return true }
+
 // Close flushes and releases the overlay; an ephemeral overlay's file is
 // gone afterwards.
 func (o *Overlay) Close() error {

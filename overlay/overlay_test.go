@@ -464,3 +464,37 @@ func TestConcurrentAccess(t *testing.T) {
 		t.Fatalf("extents after concurrent writes: %v", in)
 	}
 }
+
+// A Flush from one client commits writes another client completed before it
+// (what MultiConnSafe promises).
+func TestFlushCoversOtherWriters(t *testing.T) {
+	_, src, data := newSource(t, 8*testBS, 16)
+	path := filepath.Join(t.TempDir(), "ov")
+	o := mustOpen(t, path, src, Options{})
+	if !o.MultiConnSafe() {
+		t.Fatal("overlay does not claim multi-conn safety")
+	}
+	want := bytes.Clone(data)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := bytes.Repeat([]byte{byte(g + 1)}, testBS+100)
+			if _, err := o.WriteAt(p, int64(g)*2*testBS); err != nil {
+				t.Error(err)
+			}
+		}()
+		copy(want[g*2*testBS:], bytes.Repeat([]byte{byte(g + 1)}, testBS+100))
+	}
+	wg.Wait()
+	done := make(chan error)
+	go func() { done <- o.Flush() }()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	abandon(o)
+	o = mustOpen(t, path, src, Options{})
+	defer o.Close()
+	checkContent(t, o, want, "after another goroutine's flush and a crash")
+}
