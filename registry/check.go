@@ -68,6 +68,13 @@ type checker struct {
 	skRefs   map[uint32]uint32
 	problems []*FormatError
 	total    int
+	cur      maxLengths // of the key being checked
+}
+
+// maxLengths are the largest name, class and data sizes found below a key,
+// in bytes (names counted as UTF-16).
+type maxLengths struct {
+	subkeyName, subkeyClass, valueName, valueData uint32
 }
 
 // Check verifies the hive's structural invariants: cells tile every bin
@@ -198,12 +205,20 @@ func (c *checker) keys() {
 		for _, sub := range c.subkeys(it.off, r) {
 			stack = append(stack, item{off: sub, parent: it.off, depth: it.depth + 1})
 		}
+		c.maxima(it.off, r)
 	}
 }
 
 func (c *checker) security(from uint32, r *nk) {
-	if _, ok := c.refRecord(from, r.security, roleSK, sigSK, skFixedSize); ok {
-		c.skRefs[r.security]++
+	b, ok := c.refRecord(from, r.security, roleSK, sigSK, skFixedSize)
+	if !ok {
+		return
+	}
+	c.skRefs[r.security]++
+	if c.skRefs[r.security] == 1 {
+		if n := binary.LittleEndian.Uint32(b[skDescriptorSizeOffset:]); uint64(n) > uint64(len(b)-skDescriptorOffset) {
+			c.problem(r.security, "sk", n, "security descriptor size exceeds its cell (%d bytes)", len(b))
+		}
 	}
 }
 
@@ -278,6 +293,8 @@ func (c *checker) subkeys(from uint32, r *nk) []uint32 {
 					c.problem(leaf, "lf", e.hash, "element %d: name hint of %q should be 0x%08x", i, decodeName(sub.name, sub.flags&KeyCompName != 0), want)
 				}
 			}
+			c.cur.subkeyName = max(c.cur.subkeyName, uint32(2*len(units)))
+			c.cur.subkeyClass = max(c.cur.subkeyClass, uint32(sub.classNameLength))
 			up := upcaseUnits(units)
 			if prev != nil && compareUnits(prev, up) >= 0 {
 				c.problem(leaf, string(sig[:]), i, "subkey %q is not sorted after its predecessor", decodeName(sub.name, sub.flags&KeyCompName != 0))
@@ -315,7 +332,10 @@ func (c *checker) values(from uint32, r *nk) {
 			c.problem(off, "vk", nil, "%v", err)
 			continue
 		}
-		up := string(utf16Bytes(upcaseUnits(nameUnits(v.name, v.flags&ValueCompName != 0))))
+		units := nameUnits(v.name, v.flags&ValueCompName != 0)
+		c.cur.valueName = max(c.cur.valueName, uint32(2*len(units)))
+		c.cur.valueData = max(c.cur.valueData, v.dataSize&^vkDataInline)
+		up := string(utf16Bytes(upcaseUnits(units)))
 		if names[up] {
 			c.problem(off, "vk", decodeName(v.name, v.flags&ValueCompName != 0), "duplicate value name")
 		}
@@ -367,6 +387,31 @@ func (c *checker) valueData(from uint32, v *vk) {
 	}
 	if b, ok := c.ref(from, v.dataOff, roleData); ok && uint64(size) > uint64(len(b)) {
 		c.problem(v.dataOff, "value data", size, "data size exceeds the data cell (%d bytes)", len(b))
+	}
+}
+
+// maxima checks the key node's largest-length fields: Windows keeps them as
+// upper bounds (they are not shrunk on deletion), so each must be zero or at
+// least the real maximum.
+func (c *checker) maxima(off uint32, r *nk) {
+	got := maxLengths{r.maxSubkeyName & nkMaxSubkeyNameMask, r.maxSubkeyClass, r.maxValueName, r.maxValueDataSize}
+	want := c.cur
+	c.cur = maxLengths{}
+	for _, f := range []struct {
+		name      string
+		got, want uint32
+	}{
+		{"largest subkey name length", got.subkeyName, want.subkeyName},
+		{"largest subkey class name length", got.subkeyClass, want.subkeyClass},
+		{"largest value name length", got.valueName, want.valueName},
+		{"largest value data size", got.valueData, want.valueData},
+	} {
+		// Windows XP leaves these fields zero on keys it copies into a
+		// LastKnownGood control set (seen in xp-sp3-x86.SYSTEM's
+		// ControlSet003), so zero means "not maintained", not a fault.
+		if f.got < f.want && f.got != 0 {
+			c.problem(off, "nk", f.got, "%s is below the actual %d", f.name, f.want)
+		}
 	}
 }
 

@@ -69,6 +69,16 @@ func (h *Hive) BaseBlock() *BaseBlock { return h.base }
 // have to be applied), and why.
 func (h *Hive) Dirty() (dirty bool, reason string) { return h.dirty != "", h.dirty }
 
+// DirtyErr returns nil for a clean hive, else an error matching ErrDirtyHive
+// that says why: for callers that must not use a hive whose logs were not
+// applied.
+func (h *Hive) DirtyErr() error {
+	if h.dirty == "" {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrDirtyHive, h.dirty)
+}
+
 // Bytes returns the hive file as given to Open; callers must not modify it.
 func (h *Hive) Bytes() []byte { return h.data }
 

@@ -29,6 +29,10 @@ const (
 	nkClassNameLengthOffset      = 74
 	nkNameOffset                 = 76
 	nkFixedSize                  = nkNameOffset
+
+	// nkMaxSubkeyNameMask selects the length in the largest-subkey-name field;
+	// Windows 10 keeps flags in the upper bits.
+	nkMaxSubkeyNameMask = 0xFFFF
 )
 
 // Key node flags.

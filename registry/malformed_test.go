@@ -154,6 +154,14 @@ func TestMalformedCheck(t *testing.T) {
 		{"wrong parent", func(b []byte) []byte { put32(b, cellData(minChild)+nkParentOffset, minSK); return b }, abs(minChild)},
 		{"leaked cell", func(b []byte) []byte { put32(b, abs(minFree), uint32(0x100000000-(hbinAlignment-minFree))); return b }, abs(minFree)},
 		{"tiling broken", func(b []byte) []byte { put32(b, abs(minFree), 0x18); return b }, abs(minFree + 0x18)},
+		{"max value name too small", func(b []byte) []byte { put32(b, cellData(minChild)+nkMaxValueNameLengthOffset, 2); return b }, abs(minChild)},
+		{"max value data too small", func(b []byte) []byte { put32(b, cellData(minChild)+nkMaxValueDataSizeOffset, 4); return b }, abs(minChild)},
+		{"sk descriptor too big", func(b []byte) []byte { put32(b, cellData(minSK)+skDescriptorSizeOffset, 0x1000); return b }, abs(minSK)},
+		{"duplicate value name", func(b []byte) []byte {
+			binary.LittleEndian.PutUint16(b[cellData(minVKString)+vkNameLengthOffset:], 5)
+			copy(b[cellData(minVKString)+vkNameOffset:], "sTaRt")
+			return b
+		}, abs(minVKString)},
 		{"root flag missing", func(b []byte) []byte {
 			binary.LittleEndian.PutUint16(b[cellData(minRoot)+nkFlagsOffset:], KeyCompName)
 			return b
@@ -235,5 +243,26 @@ func TestMalformedNoHugeAllocation(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if n := after.TotalAlloc - before.TotalAlloc; n > 100*uint64(len(b)) {
 		t.Errorf("allocated %d bytes for a %d-byte hive", n, len(b))
+	}
+}
+
+// TestBadChecksumIsDirty: a base block whose checksum does not match still
+// opens, but reports itself dirty (Windows would recover it from the logs).
+func TestBadChecksumIsDirty(t *testing.T) {
+	b := minimalHive()
+	h, err := Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dirty, _ := h.Dirty(); dirty {
+		t.Fatal("clean hand-built hive reported dirty")
+	}
+	b[regfFileNameOffset] ^= 0x55
+	if h, err = Open(b); err != nil {
+		t.Fatal(err)
+	}
+	dirty, why := h.Dirty()
+	if !dirty || !bytes.Contains([]byte(why), []byte("checksum")) || !errors.Is(h.DirtyErr(), ErrDirtyHive) {
+		t.Errorf("Dirty() = %v %q, DirtyErr %v", dirty, why, h.DirtyErr())
 	}
 }

@@ -89,6 +89,8 @@ func minimalHive() []byte {
 	le.PutUint32(lh[listElementsOffset+4:], lhHash(nameUnits([]byte(minChildName), true)))
 
 	nkCell(minChild, -0x80, minChildName, 0, minRoot, 0, noCell, 2, minValues)
+	le.PutUint32(bin[minChild+cellSizeFieldSize+nkMaxValueNameLengthOffset:], 2*uint32(len("Start")))
+	le.PutUint32(bin[minChild+cellSizeFieldSize+nkMaxValueDataSizeOffset:], 12) // "atapi\0" in UTF-16
 
 	vl := cell(minValues, -0x10)
 	le.PutUint32(vl[0:], minVKDword)

@@ -41,6 +41,13 @@ func TestParseBaseBlockCorpus(t *testing.T) {
 			if got := bb.Bytes(); !bytes.Equal(got, b[:BaseBlockSize]) {
 				t.Errorf("re-encoding an unchanged base block changed it")
 			}
+			h, err := Open(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dirty, why := h.Dirty(); dirty != tc.dirty || errors.Is(h.DirtyErr(), ErrDirtyHive) != tc.dirty || dirty && why == "" {
+				t.Errorf("Hive.Dirty() = %v %q, DirtyErr %v; want dirty %v", dirty, why, h.DirtyErr(), tc.dirty)
+			}
 			if int(bb.HiveBinsDataSize)+BaseBlockSize > len(b) {
 				t.Errorf("hive bins size %d exceeds file", bb.HiveBinsDataSize)
 			}
