@@ -31,6 +31,7 @@ func hiveSubcommands() []*cobra.Command {
 	return []*cobra.Command{
 		newHiveExportCmd(),
 		newHiveCheckCmd(),
+		newHiveRecoverCmd(),
 	}
 }
 
