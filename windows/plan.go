@@ -1,0 +1,160 @@
+package windows
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/kvmify/kvmify/bootfix"
+	"github.com/kvmify/kvmify/registry"
+)
+
+// DiskWrite is one write of a Plan, at an absolute disk offset.
+type DiskWrite struct {
+	Offset int64
+	Data   []byte
+	What   string // "hive data", "MFT record", "$Bitmap", "index"...
+}
+
+// Extent is a byte range of the disk that a Plan changes.
+type Extent struct {
+	Offset, Length int64
+	What           string
+}
+
+// HiveEditor applies registry changes to a hive file and returns the new
+// file bytes; it must not modify its input.
+type HiveEditor func(hive []byte, changes []bootfix.Change) ([]byte, error)
+
+// FileRewriter plans the writes (offsets relative to the volume) that
+// replace a file's content on the volume; it writes nothing.
+type FileRewriter func(path string, content []byte) ([]DiskWrite, error)
+
+// PlanOptions select what PlanPatch adds beyond the boot fix and supply the
+// layers that turn changes into bytes.
+type PlanOptions struct {
+	Extras    []bootfix.Extra
+	Overrides Overrides
+	Volume    VolumeState
+	// PartitionStart is the volume's byte offset on the disk, added to the
+	// rewriter's volume-relative offsets.
+	PartitionStart int64
+	// Edit produces the patched hive; without it the Plan lists the
+	// registry changes only.
+	Edit HiveEditor
+	// Rewrite turns the patched hive into disk writes; without it the Plan
+	// has no Writes.
+	Rewrite FileRewriter
+}
+
+// Plan is everything a patch would do, computed without writing anything.
+type Plan struct {
+	Install      *Install
+	Target       bootfix.Target
+	Profile      string
+	ControlSets  []bootfix.ControlSet
+	Changes      []bootfix.Change
+	MissingFiles []bootfix.MissingFile
+	Extras       []bootfix.Extra
+	// Before is the prediction on the hive as found, After on the patched
+	// hive (zero when no editor was given).
+	Before, After bootfix.Prediction
+	// OriginalHive is the SYSTEM file as stored on disk; PatchedHive is the
+	// file that replaces it (nil without an editor).
+	OriginalHive, PatchedHive []byte
+	Writes                    []DiskWrite
+	Extents                   []Extent
+	Notes                     []string
+}
+
+// PlanPatch computes the boot fix for one install and target: the registry
+// changes and, given an editor and a rewriter, the patched hive and the
+// disk writes that would store it. It refuses unsafe states (CheckSafety)
+// and checks that the patched hive is consistent and predicted to boot.
+func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, error) {
+	if err := CheckSafety(in, opts.Volume, opts.Overrides); err != nil {
+		return nil, err
+	}
+	h, err := registry.Open(in.Hive)
+	if err != nil {
+		return nil, fmt.Errorf("windows: SYSTEM hive: %w", err)
+	}
+	facts := in.Facts()
+	cs, err := bootfix.ComputeChanges(bootfix.FromRegistry(h), facts, target, opts.Extras)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Install: in, Target: target, Profile: cs.Profile, ControlSets: cs.ControlSets,
+		Changes: cs.Changes, MissingFiles: cs.MissingFiles, Extras: opts.Extras, OriginalHive: in.OnDisk}
+	if p.Before, err = bootfix.Predict(bootfix.FromRegistry(h), facts, target); err != nil {
+		return nil, err
+	}
+	for _, m := range cs.MissingFiles {
+		p.Notes = append(p.Notes, fmt.Sprintf(`driver file %s\%s is missing; extract it from %s\%s`, in.Dir, m.Path, in.Dir, m.From))
+	}
+	if in.HiveState == HiveRecovered {
+		p.Notes = append(p.Notes, "the SYSTEM hive was dirty and is patched in its state recovered from "+
+			"its logs; the patched file is clean with equal sequence numbers, so Windows will not replay the logs over it")
+	}
+	if len(p.Changes) == 0 && in.HiveState != HiveRecovered {
+		p.Notes = append(p.Notes, "nothing to change: the hive already has every value of the profile")
+		p.After = p.Before
+		return p, nil
+	}
+	if opts.Edit == nil {
+		p.Notes = append(p.Notes, "no registry editor available: the plan lists registry changes only")
+		return p, nil
+	}
+	if p.PatchedHive, err = opts.Edit(in.Hive, p.Changes); err != nil {
+		return nil, fmt.Errorf("windows: editing the SYSTEM hive: %w", err)
+	}
+	ph, err := registry.Open(p.PatchedHive)
+	if err != nil {
+		return nil, fmt.Errorf("windows: patched SYSTEM hive does not parse: %w", err)
+	}
+	if err := ph.Check(); err != nil {
+		return nil, fmt.Errorf("windows: patched SYSTEM hive is inconsistent: %w", err)
+	}
+	if p.After, err = bootfix.Predict(bootfix.FromRegistry(ph), facts, target); err != nil {
+		return nil, err
+	}
+	if opts.Rewrite == nil {
+		p.Notes = append(p.Notes, "no file-system planner available: the plan has no disk writes")
+		return p, nil
+	}
+	ws, err := opts.Rewrite(in.SystemHivePath(), p.PatchedHive)
+	if err != nil {
+		return nil, fmt.Errorf("windows: planning the rewrite of %s: %w", in.SystemHivePath(), err)
+	}
+	for _, w := range ws {
+		w.Offset += opts.PartitionStart
+		p.Writes = append(p.Writes, w)
+	}
+	p.Extents = extents(p.Writes)
+	return p, nil
+}
+
+// extents merges the writes into sorted, non-overlapping ranges; touching
+// ranges of the same kind are joined.
+func extents(ws []DiskWrite) []Extent {
+	var out []Extent
+	for _, w := range ws {
+		if len(w.Data) > 0 {
+			out = append(out, Extent{Offset: w.Offset, Length: int64(len(w.Data)), What: w.What})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Offset < out[j].Offset })
+	var merged []Extent
+	for _, e := range out {
+		if n := len(merged); n > 0 {
+			last := &merged[n-1]
+			if e.Offset <= last.Offset+last.Length && (e.What == last.What || e.Offset < last.Offset+last.Length) {
+				if end := e.Offset + e.Length; end > last.Offset+last.Length {
+					last.Length = end - last.Offset
+				}
+				continue
+			}
+		}
+		merged = append(merged, e)
+	}
+	return merged
+}
