@@ -147,8 +147,12 @@ func (r *RecoveryReport) String() string {
 		}
 		b.WriteByte('\n')
 	}
-	if r.BaseBlockFromLog >= 0 {
-		fmt.Fprintf(&b, "base block taken from log #%d\n", r.BaseBlockFromLog)
+	if i := r.BaseBlockFromLog; i >= 0 && i < len(r.Logs) {
+		name := r.Logs[i].Name
+		if name == "" {
+			name = fmt.Sprintf("log #%d", i)
+		}
+		fmt.Fprintf(&b, "base block taken from %s (newer than the primary's)\n", name)
 	}
 	if r.EntriesApplied > 0 {
 		fmt.Fprintf(&b, "applied %d entries (sequence %d..%d), %d pages, %d bytes\n",
