@@ -20,6 +20,14 @@ func newHiveCmd() *cobra.Command {
 		Short: "Inspect Windows registry hive files",
 		Long: `Read, check and repair Windows registry hive files (such as
 Windows\System32\config\SYSTEM). Hive files are only ever read.` + exitCodesHelp,
+		// Without this, cobra would print help and succeed for a mistyped
+		// subcommand.
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+			}
+			return cmd.Help()
+		},
 	}
 	cmd.AddCommand(hiveSubcommands()...)
 	return cmd

@@ -185,6 +185,9 @@ func TestHiveCLI(t *testing.T) {
 		t.Errorf("check damaged: code %d, stdout %.300q, stderr %q", code, out, errs)
 	}
 
+	if _, _, code = run("hive", "exprot", clean); code != 2 {
+		t.Errorf("mistyped subcommand: code %d, want 2", code)
+	}
 	if _, _, code = run("hive", "check"); code != 2 {
 		t.Errorf("check without FILE: code %d, want 2", code)
 	}
