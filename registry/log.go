@@ -171,8 +171,9 @@ func (r *RecoveryReport) String() string {
 // logs. Logs are given in their natural order (LOG, LOG1, LOG2); empty or
 // foreign ones are reported and skipped. A clean primary is returned as an
 // unchanged copy. A dirty primary without logs fails with ErrDirtyNoLogs, and
-// one whose logs cannot be applied with ErrLogsUnusable; the report is
-// returned in every case except malformed primary input.
+// one whose logs cannot be applied with ErrLogsUnusable (both also match
+// ErrDirtyHive); the report is returned in every case except malformed
+// primary input.
 func Recover(primary []byte, logs ...[]byte) ([]byte, *RecoveryReport, error) {
 	pbb, err := ParseBaseBlock(primary)
 	if err != nil {
@@ -193,8 +194,25 @@ func Recover(primary []byte, logs ...[]byte) ([]byte, *RecoveryReport, error) {
 		return append([]byte(nil), primary...), rep, nil
 	}
 	if len(logs) == 0 {
-		return nil, rep, ErrDirtyNoLogs
+		return nil, rep, recoveryError{ErrDirtyNoLogs}
 	}
+	out, err := replayLogs(primary, pbb, rep, logs)
+	if err != nil {
+		return nil, rep, recoveryError{err}
+	}
+	return out, rep, nil
+}
+
+// recoveryError is why a dirty hive could not be recovered; it matches
+// ErrDirtyHive as well as its own sentinel, so callers that only ask
+// "is this hive usable" need one check.
+type recoveryError struct{ err error }
+
+func (e recoveryError) Error() string   { return e.err.Error() }
+func (e recoveryError) Unwrap() []error { return []error{e.err, ErrDirtyHive} }
+
+// replayLogs recovers a dirty primary from its logs, filling in rep.
+func replayLogs(primary []byte, pbb *BaseBlock, rep *RecoveryReport, logs [][]byte) ([]byte, error) {
 
 	// Growth is bounded by the page data the logs can supply, so a hostile
 	// hive bins data size cannot force a huge allocation.
@@ -209,6 +227,7 @@ func Recover(primary []byte, logs ...[]byte) ([]byte, *RecoveryReport, error) {
 	g := &replay{primary: primary, pbb: pbb, logs: logs, headers: headers, rep: rep, limit: limit}
 
 	var out []byte
+	var err error
 	switch {
 	case g.has(LogFormatNew):
 		rep.Format = LogFormatNew
@@ -220,17 +239,17 @@ func Recover(primary []byte, logs ...[]byte) ([]byte, *RecoveryReport, error) {
 		err = fmt.Errorf("%w: no log is in a known format (%s)", ErrLogsUnusable, g.problems())
 	}
 	if err != nil {
-		return nil, rep, err
+		return nil, err
 	}
 	final, err := ParseBaseBlock(out)
 	if err != nil {
-		return nil, rep, fmt.Errorf("%w: recovered base block: %w", ErrLogsUnusable, err)
+		return nil, fmt.Errorf("%w: recovered base block: %w", ErrLogsUnusable, err)
 	}
 	rep.Sequence = final.PrimarySequence
 	rep.HiveBinsDataSize = final.HiveBinsDataSize
 	rep.NewSize = len(out)
 	rep.Clean = !final.Dirty() && final.ChecksumValid()
-	return out, rep, nil
+	return out, nil
 }
 
 // replay carries the inputs and the report through one recovery.

@@ -83,8 +83,8 @@ func TestRecoverCleanHiveIsCopied(t *testing.T) {
 
 func TestRecoverDirtyWithoutLogs(t *testing.T) {
 	_, rep, err := recoverUnchanged(t, withSequences(minimalHive(), 2, 1))
-	if !errors.Is(err, ErrDirtyNoLogs) {
-		t.Fatalf("err = %v, want ErrDirtyNoLogs", err)
+	if !errors.Is(err, ErrDirtyNoLogs) || !errors.Is(err, ErrDirtyHive) {
+		t.Fatalf("err = %v, want ErrDirtyNoLogs and ErrDirtyHive", err)
 	}
 	if rep == nil || !rep.Dirty || !strings.Contains(rep.DirtyReason, "sequence numbers differ") {
 		t.Fatalf("report %+v", rep)
@@ -313,7 +313,7 @@ func TestRecoverUnusableLogs(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			out, rep, err := recoverUnchanged(t, primary, logs...)
-			if !errors.Is(err, ErrLogsUnusable) || out != nil || rep == nil {
+			if !errors.Is(err, ErrLogsUnusable) || !errors.Is(err, ErrDirtyHive) || out != nil || rep == nil {
 				t.Fatalf("err = %v (out %d bytes); want ErrLogsUnusable and a report", err, len(out))
 			}
 			t.Logf("%v", err)
