@@ -57,6 +57,8 @@ func commands() []*cobra.Command {
 		newVersionCmd(),
 		newOverlayCmd(),
 		newHiveCmd(),
+		newInspectCmd(),
+		newPlanCmd(),
 	}
 }
 

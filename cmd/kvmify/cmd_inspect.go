@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/kvmify/kvmify/bootfix"
+	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/windows"
+	"github.com/spf13/cobra"
+)
+
+// inspectOptions holds the flags of "inspect".
+type inspectOptions struct {
+	JSON bool
+}
+
+func newInspectCmd() *cobra.Command {
+	var opts inspectOptions
+	cmd := &cobra.Command{
+		Use:   "inspect IMAGE",
+		Short: "Show the Windows installs on an image and whether each QEMU controller would boot",
+		Long: `Show IMAGE's partitions and, for each Windows install found on an NTFS
+partition, its version (and where that came from), architecture, control set,
+SYSTEM hive state and volume state, and for each QEMU disk controller
+(ide = i440fx PIIX3, ahci = q35 ICH9, virtio = virtio-blk) whether Windows
+will find a boot-start driver for it: "boots", or "0x7B" with the reason.
+
+IMAGE is a disk image or block device (opened read-only), or a directory
+holding a mounted Windows volume (e.g. an ntfs-3g mount), shown as
+partition 0. Nothing is ever written.
+
+With --json the output is one object: {"partitions": [{"index", "start",
+"size", "ntfs", "volume_state", "error", "windows": {"dir", "version",
+"build", "arch", "product", "version_source", "control_set", "hive_state",
+"default_target", "targets": {"ide": {"ok", "verdict", "reason", "path"},
+"ahci": {...}, "virtio": {...}}}}]}.
+
+Exit status: 0 success (whatever the predictions say), 1 unreadable image,
+2 usage error.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runInspect(cmd.Context(), opts, args, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
+	return cmd
+}
+
+// runInspect prints what inspectImage finds in args[0].
+func runInspect(ctx context.Context, opts inspectOptions, args []string, stdout io.Writer) error {
+	vols, err := inspectImage(args[0])
+	if err != nil {
+		return err
+	}
+	rep := inspectReport{Image: args[0], Partitions: make([]partitionJSON, 0, len(vols))}
+	for _, v := range vols {
+		rep.Partitions = append(rep.Partitions, partitionReport(v))
+	}
+	if opts.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	return printInspect(stdout, rep)
+}
+
+// inspectImage finds the volumes and Windows installs of a disk image, or of
+// a directory holding a mounted volume (partition 0).
+func inspectImage(path string) ([]windows.Volume, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		fsys := windows.DirFS(path)
+		v := windows.Volume{NTFS: true}
+		v.State.Hiberfil, v.State.Hibernated, v.Err = windows.Hiberfil(fsys)
+		if v.Err == nil {
+			v.Installs, v.Err = windows.Inspect(fsys)
+		}
+		return []windows.Volume{v}, nil
+	}
+	src, err := disk.OpenSource(path)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	return windows.Find(src, src.Size(), ntfsOpener)
+}
+
+// ntfsOpener reads NTFS volumes for Find; nil until the ntfs package offers
+// a volume reader, in which case NTFS partitions report ErrNoOpener.
+var ntfsOpener windows.VolumeOpener
+
+// inspectReport is the JSON shape of "inspect".
+type inspectReport struct {
+	Image      string          `json:"image"`
+	Partitions []partitionJSON `json:"partitions"`
+}
+
+type partitionJSON struct {
+	Index       int                 `json:"index"`
+	Start       int64               `json:"start"`
+	Size        int64               `json:"size"`
+	NTFS        bool                `json:"ntfs"`
+	VolumeState windows.VolumeState `json:"volume_state"`
+	Error       string              `json:"error,omitempty"`
+	Windows     *installJSON        `json:"windows,omitempty"`
+	Others      []*installJSON      `json:"other_installs,omitempty"`
+}
+
+type installJSON struct {
+	Dir             string                    `json:"dir"`
+	Version         string                    `json:"version"`
+	Build           uint32                    `json:"build"`
+	Family          string                    `json:"family"`
+	Product         string                    `json:"product,omitempty"`
+	ServicePack     string                    `json:"service_pack,omitempty"`
+	Server          bool                      `json:"server"`
+	Arch            string                    `json:"arch"`
+	VersionSource   string                    `json:"version_source"`
+	VersionEvidence string                    `json:"version_evidence,omitempty"`
+	ControlSet      string                    `json:"control_set"`
+	HiveState       windows.HiveState         `json:"hive_state"`
+	HiveDetail      string                    `json:"hive_detail,omitempty"`
+	HiveLogs        []string                  `json:"hive_logs,omitempty"`
+	DefaultTarget   bootfix.Target            `json:"default_target"`
+	Targets         map[string]predictionJSON `json:"targets"`
+}
+
+type predictionJSON struct {
+	OK      bool     `json:"ok"`
+	Verdict string   `json:"verdict"`
+	Reason  string   `json:"reason"`
+	Path    []string `json:"path,omitempty"`
+}
+
+func partitionReport(v windows.Volume) partitionJSON {
+	p := partitionJSON{Index: v.Partition.Index, Start: v.Partition.Start, Size: v.Partition.Size,
+		NTFS: v.NTFS, VolumeState: v.State}
+	if v.Err != nil {
+		p.Error = v.Err.Error()
+	}
+	for i, in := range v.Installs {
+		j := installReport(in)
+		if i == 0 {
+			p.Windows = j
+		} else {
+			p.Others = append(p.Others, j)
+		}
+	}
+	return p
+}
+
+func installReport(in *windows.Install) *installJSON {
+	j := &installJSON{Dir: in.Dir, Version: in.Version.String(), Build: in.Version.Build,
+		Family: in.Version.Family().String(), Product: in.Version.ProductName,
+		ServicePack: in.Version.ServicePack, Server: in.Version.Server, Arch: in.Arch,
+		VersionSource: in.Version.Source, VersionEvidence: in.Version.Evidence,
+		ControlSet: in.ControlSet, HiveState: in.HiveState, HiveDetail: in.HiveDetail,
+		HiveLogs: in.Logs, DefaultTarget: in.DefaultTarget(), Targets: map[string]predictionJSON{}}
+	for _, p := range in.Predictions {
+		j.Targets[string(p.Target)] = predictionReport(p)
+	}
+	return j
+}
+
+func predictionReport(p bootfix.Prediction) predictionJSON {
+	return predictionJSON{OK: p.OK, Verdict: p.Verdict(), Reason: p.Reason, Path: p.Path}
+}
+
+func printInspect(w io.Writer, rep inspectReport) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n", rep.Image)
+	if len(rep.Partitions) == 0 {
+		b.WriteString("  no partitions\n")
+	}
+	for _, p := range rep.Partitions {
+		fs := "not NTFS"
+		if p.NTFS {
+			fs = "NTFS"
+		}
+		fmt.Fprintf(&b, "partition %d: start %d, size %d, %s\n", p.Index, p.Start, p.Size, fs)
+		if p.Error != "" {
+			fmt.Fprintf(&b, "  error: %s\n", p.Error)
+		}
+		vs := p.VolumeState
+		if vs.Hibernated || vs.FastStartup || vs.Dirty || vs.LogFileUnclean || vs.BitLocker {
+			fmt.Fprintf(&b, "  volume: hibernated=%v fast-startup=%v dirty=%v logfile-unclean=%v bitlocker=%v\n",
+				vs.Hibernated, vs.FastStartup, vs.Dirty, vs.LogFileUnclean, vs.BitLocker)
+		}
+		for _, in := range append([]*installJSON{p.Windows}, p.Others...) {
+			if in == nil {
+				continue
+			}
+			name := in.Product
+			if name == "" {
+				name = in.Family
+			}
+			fmt.Fprintf(&b, "  %s: Windows %s (%s), %s, version from %s", in.Dir, in.Version, name, in.Arch, in.VersionSource)
+			if in.VersionEvidence != "" {
+				fmt.Fprintf(&b, ": %s", in.VersionEvidence)
+			}
+			fmt.Fprintf(&b, "\n    control set %s, SYSTEM hive %s", in.ControlSet, in.HiveState)
+			if in.HiveDetail != "" {
+				fmt.Fprintf(&b, " (%s)", in.HiveDetail)
+			}
+			b.WriteString("\n")
+			for _, t := range bootfix.Targets {
+				pr := in.Targets[string(t)]
+				def := ""
+				if t == in.DefaultTarget {
+					def = " [default]"
+				}
+				fmt.Fprintf(&b, "    %-6s %-5s %s%s\n", t, pr.Verdict, pr.Reason, def)
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
