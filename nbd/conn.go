@@ -1,0 +1,110 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvmify/kvmify/disk"
+)
+
+// readBufferSize is the bufio size for request headers; large payloads
+// bypass it.
+const readBufferSize = 128 << 10
+
+// conn is one client connection through negotiation and transmission.
+type conn struct {
+	srv *Server
+	raw net.Conn // the accepted socket; deadlines and Close go here
+	nc  net.Conn // raw, or the TLS connection over it after STARTTLS
+	r   *bufio.Reader
+	w   *bufio.Writer // negotiation replies only
+	tls bool
+
+	stopping atomic.Bool
+
+	// Transmission state.
+	exp      *export
+	wmu      sync.Mutex // serialises replies on the socket
+	budget   byteBudget
+	slots    chan struct{}
+	workers  sync.WaitGroup
+	brokeErr atomic.Bool
+}
+
+// export is an Export with its capabilities resolved from the backend.
+type export struct {
+	Export
+	size    int64
+	flags   uint16
+	writer  disk.Writer
+	flusher disk.Flusher
+	trimmer disk.Trimmer
+	zeroer  disk.Zeroer
+}
+
+func resolveExport(e Export) *export {
+	x := &export{Export: e, size: e.Backend.Size()}
+	x.flags = tflagHasFlags | tflagSendCache
+	if w, ok := e.Backend.(disk.Writer); ok && !e.ReadOnly {
+		x.writer = w
+		x.zeroer, _ = e.Backend.(disk.Zeroer)
+		x.trimmer, _ = e.Backend.(disk.Trimmer)
+		// Without a Zeroer, WRITE_ZEROES is emulated with zero-filled writes.
+		x.flags |= tflagSendWriteZeroes
+		if x.trimmer != nil {
+			x.flags |= tflagSendTrim
+		}
+	} else {
+		x.flags |= tflagReadOnly
+	}
+	if f, ok := e.Backend.(disk.Flusher); ok {
+		x.flusher = f
+		x.flags |= tflagSendFlush | tflagSendFUA
+	}
+	if x.writer == nil {
+		// Nothing changes, so every connection trivially sees the same data.
+		x.flags |= tflagCanMultiConn
+	} else if m, ok := e.Backend.(MultiConnSafe); ok && m.MultiConnSafe() {
+		x.flags |= tflagCanMultiConn
+	}
+	return x
+}
+
+func (c *conn) serve(ctx context.Context) {
+	c.nc = c.raw
+	defer c.srv.forget(c)
+	defer c.raw.Close()
+	c.raw.SetDeadline(time.Now().Add(c.srv.handshakeTimeout()))
+	if c.stopping.Load() {
+		return
+	}
+	c.r = bufio.NewReaderSize(c.nc, readBufferSize)
+	c.w = bufio.NewWriterSize(c.nc, 4096)
+	exp := c.negotiate(ctx)
+	if exp == nil {
+		return
+	}
+	c.w = nil
+	c.raw.SetDeadline(time.Time{})
+	if c.stopping.Load() {
+		return
+	}
+	c.transmit(exp)
+}
+
+// stop makes the connection finish: a blocked read returns at once, and the
+// request loop then waits for in-flight requests before closing.
+func (c *conn) stop() {
+	c.stopping.Store(true)
+	c.raw.SetReadDeadline(time.Now())
+}
+
+// broken is called after a failed reply write: the stream is unusable.
+func (c *conn) broken() {
+	c.brokeErr.Store(true)
+	c.raw.Close()
+}

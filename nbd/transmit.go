@@ -1,0 +1,226 @@
+package nbd
+
+import (
+	"encoding/binary"
+	"io"
+)
+
+// verdict is validateRequest's decision about one request.
+type verdict int
+
+const (
+	verdictServe  verdict = iota // dispatch it
+	verdictReject                // reply with the errno, skip any payload
+	verdictClose                 // the stream cannot be trusted; close
+)
+
+func decodeRequest(b []byte) rawRequest {
+	return rawRequest{
+		Magic:  binary.BigEndian.Uint32(b[0:]),
+		Flags:  binary.BigEndian.Uint16(b[4:]),
+		Type:   Cmd(binary.BigEndian.Uint16(b[6:])),
+		Handle: binary.BigEndian.Uint64(b[8:]),
+		Offset: binary.BigEndian.Uint64(b[16:]),
+		Length: binary.BigEndian.Uint32(b[24:]),
+	}
+}
+
+// validateRequest is the single gate every request passes before dispatch:
+// after it, handlers may trust magic, command, flags, permissions, range and
+// length.
+func validateRequest(x *export, req *rawRequest) (verdict, uint32) {
+	if req.Magic != requestMagic {
+		return verdictClose, 0
+	}
+	hasPayload := req.Type == CmdWrite
+	reject := func(errno uint32) (verdict, uint32) {
+		if hasPayload && req.Length > maxDrainLen {
+			return verdictClose, errno
+		}
+		return verdictReject, errno
+	}
+	allowed := uint16(0)
+	if x.flusher != nil {
+		allowed |= cmdFlagFUA
+	}
+	switch req.Type {
+	case CmdRead, CmdCache, CmdFlush, CmdDisc:
+	case CmdWrite, CmdTrim:
+		if x.writer == nil {
+			return reject(errnoPerm)
+		}
+		if req.Type == CmdTrim && x.trimmer == nil {
+			return reject(errnoInval)
+		}
+	case CmdWriteZeroes:
+		if x.writer == nil {
+			return reject(errnoPerm)
+		}
+		allowed |= cmdFlagNoHole
+	default:
+		return reject(errnoInval)
+	}
+	if req.Flags&^allowed != 0 {
+		return reject(errnoInval)
+	}
+	if req.Type == CmdFlush || req.Type == CmdDisc {
+		return verdictServe, 0
+	}
+	if (req.Type == CmdRead || req.Type == CmdWrite) && req.Length > MaxBlockSize {
+		return reject(errnoInval)
+	}
+	size := uint64(x.size)
+	if req.Offset > size || uint64(req.Length) > size-req.Offset {
+		return reject(errnoInval)
+	}
+	return verdictServe, 0
+}
+
+// transmit runs the transmission phase until DISC, a protocol violation, an
+// I/O error or stop; in-flight requests are answered before it returns.
+func (c *conn) transmit(x *export) {
+	c.exp = x
+	c.budget.init(connByteBudget)
+	c.slots = make(chan struct{}, maxInFlight)
+	defer c.workers.Wait()
+	var hdr [requestLen]byte
+	for !c.brokeErr.Load() {
+		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+			return
+		}
+		req := decodeRequest(hdr[:])
+		v, errno := validateRequest(x, &req)
+		switch v {
+		case verdictClose:
+			return
+		case verdictReject:
+			if req.Type == CmdWrite {
+				if _, err := io.CopyN(io.Discard, c.r, int64(req.Length)); err != nil {
+					return
+				}
+			}
+			c.simpleReply(req.Handle, errno)
+			continue
+		}
+		if req.Type == CmdDisc {
+			return
+		}
+		c.dispatch(req)
+	}
+}
+
+// dispatch reads a write's payload (only the request loop may read the
+// socket) and hands the request to a worker goroutine.
+func (c *conn) dispatch(req rawRequest) {
+	var buf *[]byte
+	n := int64(req.Length)
+	if req.Type == CmdRead || req.Type == CmdWrite {
+		c.budget.acquire(n)
+		buf = c.srv.pool.get(int(n))
+		if req.Type == CmdWrite {
+			if _, err := io.ReadFull(c.r, (*buf)[simpleReplyLen:]); err != nil {
+				c.srv.pool.put(buf)
+				c.budget.release(n)
+				c.broken()
+				return
+			}
+		}
+	}
+	c.slots <- struct{}{}
+	c.workers.Add(1)
+	go func() {
+		defer func() {
+			<-c.slots
+			c.workers.Done()
+		}()
+		c.handle(req, buf)
+		if buf != nil {
+			c.srv.pool.put(buf)
+			c.budget.release(n)
+		}
+	}()
+}
+
+// handle performs a validated request and replies.
+func (c *conn) handle(req rawRequest, buf *[]byte) {
+	x := c.exp
+	off := int64(req.Offset)
+	n := int64(req.Length)
+	fua := req.Flags&cmdFlagFUA != 0
+	var err error
+	switch req.Type {
+	case CmdRead:
+		b := *buf
+		var got int
+		got, err = x.Backend.ReadAt(b[simpleReplyLen:], off)
+		if got == len(b)-simpleReplyLen {
+			err = nil // io.EOF alongside a full read is allowed by io.ReaderAt
+		} else if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		if err == nil {
+			putReplyHeader(b, req.Handle, errnoOK)
+			c.send(b)
+			return
+		}
+	case CmdWrite:
+		_, err = x.writer.WriteAt((*buf)[simpleReplyLen:], off)
+	case CmdTrim:
+		err = x.trimmer.Trim(off, n)
+	case CmdWriteZeroes:
+		err = c.writeZeroes(off, n)
+	case CmdFlush:
+		if x.flusher != nil {
+			err = x.flusher.Flush()
+		}
+	case CmdCache:
+		// A hint only; the backends cache in the page cache already.
+	}
+	if err == nil && fua {
+		err = x.flusher.Flush()
+	}
+	c.simpleReply(req.Handle, errnoFor(err))
+}
+
+func (c *conn) writeZeroes(off, n int64) error {
+	x := c.exp
+	if x.zeroer != nil {
+		return x.zeroer.Zero(off, n)
+	}
+	chunk := min(n, zeroChunk)
+	buf := c.srv.pool.get(int(chunk))
+	defer c.srv.pool.put(buf)
+	z := (*buf)[simpleReplyLen:]
+	clear(z)
+	for n > 0 {
+		m := min(n, chunk)
+		if _, err := x.writer.WriteAt(z[:m], off); err != nil {
+			return err
+		}
+		off += m
+		n -= m
+	}
+	return nil
+}
+
+func putReplyHeader(b []byte, handle uint64, errno uint32) {
+	binary.BigEndian.PutUint32(b[0:], simpleRepMagic)
+	binary.BigEndian.PutUint32(b[4:], errno)
+	binary.BigEndian.PutUint64(b[8:], handle)
+}
+
+func (c *conn) simpleReply(handle uint64, errno uint32) {
+	var b [simpleReplyLen]byte
+	putReplyHeader(b[:], handle, errno)
+	c.send(b[:])
+}
+
+// send writes one whole reply; replies never interleave.
+func (c *conn) send(b []byte) {
+	c.wmu.Lock()
+	_, err := c.nc.Write(b)
+	c.wmu.Unlock()
+	if err != nil {
+		c.broken()
+	}
+}
