@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -23,6 +24,21 @@ type Info struct {
 // and does not take the overlay's lock, so it works while a server uses it
 // (showing the last flushed state).
 func ReadInfo(path string) (*Info, error) {
+	// A commit running meanwhile can grow the file past the size read first,
+	// or free the map record read after its root; reading again then finds
+	// a consistent newer commit.
+	const attempts = 3
+	var err error
+	for range attempts {
+		var in *Info
+		if in, err = readInfo(path); !errors.Is(err, ErrChecksum) && !errors.Is(err, ErrCorrupt) {
+			return in, err
+		}
+	}
+	return nil, err
+}
+
+func readInfo(path string) (*Info, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)

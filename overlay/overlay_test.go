@@ -498,3 +498,43 @@ func TestFlushCoversOtherWriters(t *testing.T) {
 	defer o.Close()
 	checkContent(t, o, want, "after another goroutine's flush and a crash")
 }
+
+// ReadInfo works on an overlay that is being written and flushed.
+func TestReadInfoWhileCommitting(t *testing.T) {
+	_, src, _ := newSource(t, 64*testBS, 17)
+	path := filepath.Join(t.TempDir(), "ov")
+	o := mustOpen(t, path, src, Options{})
+	defer o.Close()
+	stop := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		p := make([]byte, testBS/2)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := o.WriteAt(p, int64(i%64)*testBS+int64(i%3)*100); err != nil {
+				done <- err
+				return
+			}
+			if err := o.Flush(); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for range 200 {
+		if _, err := ReadInfo(path); err != nil {
+			close(stop)
+			<-done
+			t.Fatalf("ReadInfo during commits: %v", err)
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
