@@ -90,6 +90,9 @@ type RecoveryReport struct {
 	// Stopped says why replay ended before the logs ran out (an invalid
 	// entry, a sequence gap, a bad hive bin), or "".
 	Stopped string
+	// Warning names a damaged hive bin left in the result (Windows heals
+	// those after a new-format replay; kvmify only reports them), or "".
+	Warning string
 	Clean   bool // the result's base block is clean (sequence numbers equal, checksum valid)
 }
 
@@ -160,6 +163,9 @@ func (r *RecoveryReport) String() string {
 	}
 	if r.Stopped != "" {
 		fmt.Fprintf(&b, "replay stopped: %s\n", r.Stopped)
+	}
+	if r.Warning != "" {
+		fmt.Fprintf(&b, "warning: %s\n", r.Warning)
 	}
 	fmt.Fprintf(&b, "result: sequence %d/%d, hive bins data size %d, file %d -> %d bytes, clean %v\n",
 		r.Sequence, r.Sequence, r.HiveBinsDataSize, r.OldSize, r.NewSize, r.Clean)

@@ -113,7 +113,7 @@ func TestRecoverWin10Logs(t *testing.T) {
 	t.Logf("report:\n%s", rep)
 	if rep.Format != LogFormatNew || rep.BaseBlockFromLog != 0 ||
 		rep.StartSequence != 2107 || rep.EndSequence != 2130 || rep.EntriesApplied != 24 ||
-		rep.Logs[0].EntriesApplied != 4 || rep.Logs[1].EntriesApplied != 20 || rep.Sequence != 2130 || !rep.Clean || rep.Stopped != "" {
+		rep.Logs[0].EntriesApplied != 4 || rep.Logs[1].EntriesApplied != 20 || rep.Sequence != 2130 || !rep.Clean || rep.Stopped != "" || rep.Warning != "" {
 		t.Errorf("report %+v", rep)
 	}
 	swapped, _, err := recoverUnchanged(t, primary, log2, log1)

@@ -229,6 +229,9 @@ replay:
 	if last == nil {
 		return nil, fmt.Errorf("%w: no log entry with sequence %d (%s)", ErrLogsUnusable, expected, g.problems())
 	}
+	if _, err := parseBins(out[BaseBlockSize : BaseBlockSize+int(last.hiveBinsDataSize)]); err != nil {
+		g.rep.Warning = "recovered hive bins are damaged: " + err.Error()
+	}
 	binary.LittleEndian.PutUint32(out[baseBlockFlagsOffset:], last.flags)
 	if err := finish(out, last.sequence, last.hiveBinsDataSize); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLogsUnusable, err)

@@ -337,3 +337,22 @@ func TestFindLogsIgnoresCase(t *testing.T) {
 		t.Errorf("FindLogs = %q, want %q", got, want)
 	}
 }
+
+func TestMatchLogNames(t *testing.T) {
+	got := MatchLogNames("SAM", []string{"sam.LOG2", "SAM", "SAM.LOG", "SAM.LOG1.old", "sam.log1", "SYSTEM.LOG1"})
+	if want := []string{"SAM.LOG", "sam.log1", "sam.LOG2"}; !slices.Equal(got, want) {
+		t.Errorf("MatchLogNames = %q, want %q", got, want)
+	}
+}
+
+func TestRecoverNewFormatReportsDamagedBin(t *testing.T) {
+	primary := withSequences(minimalWithStart(3), 2, 1)
+	bad := synthEntry{sequence: 1, hbinsSize: hbinAlignment, pages: []synthPage{{0, []byte("xbin")}}}
+	_, rep, err := recoverUnchanged(t, primary, newFormatLog(primary, 1, bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rep.Warning, "hbin") || !strings.Contains(rep.String(), "warning:") {
+		t.Errorf("warning %q not reported:\n%s", rep.Warning, rep)
+	}
+}

@@ -23,16 +23,34 @@ func FindLogs(hivePath string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	var names []string
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	var out []string
+	for _, n := range MatchLogNames(base, names) {
+		out = append(out, filepath.Join(dir, n))
+	}
+	return out, nil
+}
+
+// MatchLogNames picks the transaction logs of the hive named hive out of a
+// directory listing (for callers that list an NTFS directory rather than a
+// local one): NAME.LOG, NAME.LOG1, NAME.LOG2, compared case-insensitively,
+// returned in that order.
+func MatchLogNames(hive string, names []string) []string {
 	var out []string
 	for _, suffix := range logSuffixes {
-		for _, e := range ents {
-			if e.Type().IsRegular() && strings.EqualFold(e.Name(), base+suffix) {
-				out = append(out, filepath.Join(dir, e.Name()))
+		for _, n := range names {
+			if strings.EqualFold(n, hive+suffix) {
+				out = append(out, n)
 				break
 			}
 		}
 	}
-	return out, nil
+	return out
 }
 
 // RecoverFile reads a hive file and its transaction logs (logPaths, or those
