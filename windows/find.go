@@ -67,8 +67,12 @@ func inspectVolume(r io.ReaderAt, size int64, open VolumeOpener) ([]*Install, Vo
 	if err != nil {
 		return nil, vs, err
 	}
-	if vs.Hiberfil, vs.Hibernated, err = Hiberfil(fsys); err != nil {
+	sig, hib, err := Hiberfil(fsys)
+	if err != nil {
 		return nil, vs, err
+	}
+	if hib {
+		vs.Hiberfil, vs.Hibernated = sig, true
 	}
 	ins, err := Inspect(fsys)
 	return ins, vs, err

@@ -237,4 +237,24 @@ func TestFindOnMkntfsDisk(t *testing.T) {
 	if len(vols) != 1 || !vols[0].NTFS || vols[0].Partition.Start != 1<<20 || !errors.Is(vols[0].Err, ErrNoOpener) {
 		t.Fatalf("volumes = %+v, want one NTFS partition at 1 MiB (not readable without an opener)", vols)
 	}
+	vols, err = Find(f, fi.Size(), OpenNTFS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vols) != 1 || vols[0].Err != nil || len(vols[0].Installs) != 1 {
+		t.Fatalf("through package ntfs: %+v", vols)
+	}
+	in := vols[0].Installs[0]
+	if p, _ := in.Prediction(bootfix.TargetIDE); p.OK || in.HiveState != HiveClean || in.ControlSet != "ControlSet001" {
+		t.Errorf("install on the NTFS disk: ide %s %q, hive %s", p.Verdict(), p.Reason, in.HiveState)
+	}
+	// mkntfs and a clean ntfs-3g unmount leave a volume that is safe to patch.
+	if err := CheckSafety(in, vols[0].State, Overrides{}); err != nil {
+		t.Errorf("fresh mkntfs volume refused: %v (state %+v)", err, vols[0].State)
+	}
+	// The hive read through NTFS is the file that was put in the tree.
+	want, _ := os.ReadFile(testutil.CorpusFile(t, "xp-sp3-x86.SYSTEM"))
+	if !bytes.Equal(in.OnDisk, want) {
+		t.Error("SYSTEM read through package ntfs differs from the corpus file")
+	}
 }

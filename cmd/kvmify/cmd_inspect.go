@@ -93,9 +93,8 @@ func inspectImage(path string) ([]windows.Volume, error) {
 	return windows.Find(src, src.Size(), ntfsOpener)
 }
 
-// ntfsOpener reads NTFS volumes for Find; nil until the ntfs package offers
-// a volume reader, in which case NTFS partitions report ErrNoOpener.
-var ntfsOpener windows.VolumeOpener
+// ntfsOpener reads NTFS volumes for Find.
+var ntfsOpener windows.VolumeOpener = windows.OpenNTFS
 
 // inspectReport is the JSON shape of "inspect".
 type inspectReport struct {
