@@ -180,7 +180,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
 	}
-	c := &conn{srv: s, nc: nc}
+	c := &conn{srv: s, raw: nc, nc: nc}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return c
