@@ -474,36 +474,3 @@ func (c *checker) leaks() {
 		}
 	}
 }
-
-// lhHash is the hash stored in lh lists: hash*37 + upcased unit over the
-// whole name.
-func lhHash(units []uint16) uint32 {
-	var h uint32
-	for _, u := range units {
-		h = h*lhHashMultiplier + uint32(upcaseUnit(u))
-	}
-	return h
-}
-
-const (
-	lhHashMultiplier = 37
-	lfHintChars      = 4
-)
-
-// lfHint is the name hint stored in lf lists: the first four characters of
-// the name, one byte each, zero-padded.
-func lfHint(units []uint16) uint32 {
-	var b [lfHintChars]byte
-	for i := 0; i < lfHintChars && i < len(units); i++ {
-		b[i] = byte(units[i])
-	}
-	return binary.LittleEndian.Uint32(b[:])
-}
-
-func utf16Bytes(u []uint16) []byte {
-	b := make([]byte, 2*len(u))
-	for i, c := range u {
-		binary.LittleEndian.PutUint16(b[2*i:], c)
-	}
-	return b
-}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
-	"unicode"
 	"unicode/utf16"
 )
 
@@ -229,93 +228,4 @@ func (k *Key) Value(name string) (Value, error) {
 		}
 	}
 	return Value{}, fmt.Errorf("key %q: value %q: %w", k.path, name, ErrNotFound)
-}
-
-// decodeName decodes a key or value name: Latin-1 bytes when comp is set
-// (each byte is one code point), UTF-16LE otherwise.
-func decodeName(b []byte, comp bool) string {
-	if comp {
-		ascii := true
-		for _, c := range b {
-			if c >= 0x80 {
-				ascii = false
-				break
-			}
-		}
-		if ascii {
-			return string(b)
-		}
-		r := make([]rune, len(b))
-		for i, c := range b {
-			r[i] = rune(c)
-		}
-		return string(r)
-	}
-	return decodeUTF16(b)
-}
-
-// decodeUTF16 decodes UTF-16LE; an odd trailing byte is ignored.
-func decodeUTF16(b []byte) string {
-	u := make([]uint16, len(b)/2)
-	for i := range u {
-		u[i] = binary.LittleEndian.Uint16(b[2*i:])
-	}
-	return string(utf16.Decode(u))
-}
-
-// nameUnits returns a stored name as the UTF-16 code units Windows compares
-// and hashes.
-func nameUnits(b []byte, comp bool) []uint16 {
-	if comp {
-		u := make([]uint16, len(b))
-		for i, c := range b {
-			u[i] = uint16(c)
-		}
-		return u
-	}
-	u := make([]uint16, len(b)/2)
-	for i := range u {
-		u[i] = binary.LittleEndian.Uint16(b[2*i:])
-	}
-	return u
-}
-
-// upcaseUnit upcases one UTF-16 unit the way the registry compares names:
-// unit by unit, never across surrogate pairs.
-func upcaseUnit(c uint16) uint16 {
-	switch {
-	case c < 'a':
-		return c
-	case c <= 'z':
-		return c - ('a' - 'A')
-	case c < 0x80:
-		return c
-	case c >= 0xD800 && c <= 0xDFFF:
-		return c
-	}
-	u := unicode.ToUpper(rune(c))
-	if u > 0xFFFF {
-		return c
-	}
-	return uint16(u)
-}
-
-func upcaseUnits(u []uint16) []uint16 {
-	for i, c := range u {
-		u[i] = upcaseUnit(c)
-	}
-	return u
-}
-
-// compareUnits orders two upcased names as Windows sorts subkey lists.
-func compareUnits(a, b []uint16) int {
-	for i := 0; i < len(a) && i < len(b); i++ {
-		if a[i] != b[i] {
-			if a[i] < b[i] {
-				return -1
-			}
-			return 1
-		}
-	}
-	return len(a) - len(b)
 }
