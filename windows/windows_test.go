@@ -258,3 +258,33 @@ func TestFindOnMkntfsDisk(t *testing.T) {
 		t.Error("SYSTEM read through package ntfs differs from the corpus file")
 	}
 }
+
+// TestPlanPatchWin10Recovered patches the hive recovered from its logs: the
+// plan starts from the recovered state, says so, and the result boots.
+func TestPlanPatchWin10Recovered(t *testing.T) {
+	in := inspectOne(t, windowsTree(t, "win10-1709-x64.SYSTEM", []string{".LOG1", ".LOG2"}, []string{"storahci.sys", "disk.sys"}))
+	p, err := PlanPatch(in, bootfix.TargetAHCI, PlanOptions{Edit: hivexEditor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Before.OK || !p.After.OK {
+		t.Errorf("before %s %q, after %s %q", p.Before.Verdict(), p.Before.Reason, p.After.Verdict(), p.After.Reason)
+	}
+	noted := false
+	for _, n := range p.Notes {
+		noted = noted || strings.Contains(n, "recovered from its logs")
+	}
+	if !noted {
+		t.Errorf("notes %q do not say the hive was recovered", p.Notes)
+	}
+	ph, err := registry.Open(p.PatchedHive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dirty, why := ph.Dirty(); dirty {
+		t.Errorf("patched hive is dirty (%s): Windows would replay the logs over the patch", why)
+	}
+	if _, err := ph.Lookup(`ControlSet001\Services\storahci\StartOverride`); err != nil {
+		t.Fatal(err)
+	}
+}
