@@ -288,3 +288,54 @@ func TestPlanPatchWin10Recovered(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// softwareHive builds a SOFTWARE-like hive at test time: a real small hive
+// (yarp's, as recovered by Windows 7) with a CurrentVersion key added by
+// hivex.
+func softwareHive(t *testing.T, values []bootfix.Change) []byte {
+	t.Helper()
+	b, err := os.ReadFile(testutil.CorpusFile(t, "yarp-olddirty.recovered-by-win7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := hivexEditor(t)(b, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestVersionFromSoftwareHive(t *testing.T) {
+	cv := `Microsoft\Windows NT\CurrentVersion`
+	set := func(name string, v bootfix.Value) bootfix.Change {
+		return bootfix.Change{Key: cv, Value: name, Op: bootfix.OpSet, New: &v}
+	}
+	for _, tc := range []struct {
+		values []bootfix.Change
+		want   string
+		name   string
+	}{
+		{[]bootfix.Change{
+			set("CurrentVersion", bootfix.String(bootfix.TypeSZ, "6.3")),
+			set("CurrentMajorVersionNumber", bootfix.DWORD(10)),
+			set("CurrentMinorVersionNumber", bootfix.DWORD(0)),
+			set("CurrentBuild", bootfix.String(bootfix.TypeSZ, "16299")),
+			set("ProductName", bootfix.String(bootfix.TypeSZ, "Windows 10 Pro")),
+		}, "10.0.16299", "Windows 10 Pro"},
+		{[]bootfix.Change{
+			set("CurrentVersion", bootfix.String(bootfix.TypeSZ, "5.1")),
+			set("CurrentBuildNumber", bootfix.String(bootfix.TypeSZ, "2600")),
+			set("ProductName", bootfix.String(bootfix.TypeSZ, "Microsoft Windows XP")),
+		}, "5.1.2600", "Microsoft Windows XP"},
+	} {
+		root := windowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers)
+		sw := softwareHive(t, tc.values)
+		if err := os.WriteFile(filepath.Join(root, "Windows", "System32", "config", "software"), sw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		in := inspectOne(t, root)
+		if in.Version.String() != tc.want || in.Version.ProductName != tc.name || in.Version.Source != bootfix.SourceSoftwareHive {
+			t.Errorf("version %s %q from %s, want %s %q from the SOFTWARE hive", in.Version, in.Version.ProductName, in.Version.Source, tc.want, tc.name)
+		}
+	}
+}
