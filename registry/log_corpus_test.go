@@ -116,6 +116,13 @@ func TestRecoverWin10Logs(t *testing.T) {
 		rep.Logs[0].EntriesApplied != 4 || rep.Logs[1].EntriesApplied != 20 || rep.Sequence != 2130 || !rep.Clean || rep.Stopped != "" || rep.Warning != "" {
 		t.Errorf("report %+v", rep)
 	}
+	// Every entry of both logs carries Hash-1/Hash-2 values that our
+	// Marvin32 reproduces: Windows is the oracle here.
+	for i, want := range []int{4, 20} {
+		if l := rep.Logs[i]; l.Entries != want || l.Problem != "" {
+			t.Errorf("log #%d: %d valid entries (want %d), problem %q", i, l.Entries, want, l.Problem)
+		}
+	}
 	swapped, _, err := recoverUnchanged(t, primary, log2, log1)
 	if err != nil || !bytes.Equal(swapped, out) {
 		t.Errorf("giving LOG2 before LOG1 changes the result (err %v)", err)

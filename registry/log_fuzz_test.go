@@ -89,6 +89,25 @@ func FuzzRecoverOld(f *testing.F) {
 	})
 }
 
+// FuzzRecoverPrimary varies the primary instead, against fixed valid logs
+// of both formats.
+func FuzzRecoverPrimary(f *testing.F) {
+	primary := fuzzPrimary()
+	newLog := newFormatLog(primary, 1, entryStart(1, 4), entryStart(2, 5))
+	oldLog := oldFormatLog(primary, minimalWithStart(7), 2, hbinAlignment, pageOf(minVKDword))
+	f.Add(primary)
+	f.Add(primary[:BaseBlockSize])
+	f.Add(withSequences(minimalWithStart(3), 7, 1))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if len(p) >= BaseBlockSize {
+			p = withSequences(p, binary.LittleEndian.Uint32(p[regfPrimarySequenceOffset:]), binary.LittleEndian.Uint32(p[regfSecondarySequenceOffset:]))
+		}
+		for _, log := range [][]byte{newLog, oldLog} {
+			_, _, _ = recoverUnchanged(t, p, log)
+		}
+	})
+}
+
 // TestFixLogSumsKeepsValidLogs guards the fuzz helper: it must not change a
 // log that is already right, or the seeds would not be what they claim.
 func TestFixLogSumsKeepsValidLogs(t *testing.T) {
