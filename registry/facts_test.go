@@ -1,7 +1,9 @@
 package registry
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -141,5 +143,29 @@ func TestValueDecoding(t *testing.T) {
 	}
 	if got := ValueType(0x1234).String(); got != "0x1234" {
 		t.Errorf("unknown type String() = %q", got)
+	}
+}
+
+// TestSecurityDescriptors reads every key's descriptor in a real hive: each
+// must be a self-relative, revision 1 descriptor (as Windows stores them).
+func TestSecurityDescriptors(t *testing.T) {
+	h, err := OpenFile(testutil.CorpusFile(t, "win7-sp1-x64.SYSTEM"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err = h.Walk(func(k *Key) error {
+		sd, err := k.SecurityDescriptor()
+		if err != nil {
+			return err
+		}
+		if len(sd) < sdHeaderSize || sd[0] != sdRevision || binary.LittleEndian.Uint16(sd[sdControlOff:])&sdSelfRelative == 0 {
+			return fmt.Errorf("key %q: descriptor % x is not self-relative revision 1", k.Path(), sd[:min(len(sd), sdHeaderSize)])
+		}
+		n++
+		return nil
+	})
+	if err != nil || n < 1000 {
+		t.Fatalf("%d descriptors read: %v", n, err)
 	}
 }
