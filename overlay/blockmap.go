@@ -70,17 +70,22 @@ func (m *blockMap) set(v int64, val uint32) {
 // entries lists the map in block order.
 func (m *blockMap) entries() []mapEntry {
 	out := make([]mapEntry, 0, m.count)
+	m.each(func(e mapEntry) { out = append(out, e) })
+	return out
+}
+
+// each calls fn for every entry in block order.
+func (m *blockMap) each(fn func(mapEntry)) {
 	for pi, pg := range m.pages {
 		if pg == nil {
 			continue
 		}
 		for i, val := range pg {
 			if val != valueUnmapped {
-				out = append(out, mapEntry{VBlock: uint32(pi<<pageShift + i), Value: val})
+				fn(mapEntry{VBlock: uint32(pi<<pageShift + i), Value: val})
 			}
 		}
 	}
-	return out
 }
 
 // bitmap is a growable set of slot numbers.

@@ -36,19 +36,20 @@ func (o *Overlay) commit() error {
 	}
 	o.mu.Lock()
 	gen := o.gen + 1
-	entries := o.bmap.entries()
 	keys := make([]string, 0, len(o.meta))
 	for k := range o.meta {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	rec := encodeMap(gen, entries, o.meta, keys)
 	committing := newBitmap(o.slots.high)
-	for _, e := range entries {
-		if e.Value >= valueSlotBase {
-			committing.set(int64(e.Value - valueSlotBase))
-		}
-	}
+	rec := encodeMap(gen, o.bmap.count, func(fn func(mapEntry)) {
+		o.bmap.each(func(e mapEntry) {
+			if e.Value >= valueSlotBase {
+				committing.set(int64(e.Value - valueSlotBase))
+			}
+			fn(e)
+		})
+	}, o.meta, keys)
 	o.slots.committing = committing
 	nslots := (int64(len(rec)) + int64(o.bs) - 1) / int64(o.bs)
 	recSlot := o.slots.allocRun(nslots)

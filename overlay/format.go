@@ -196,23 +196,24 @@ type mapRecord struct {
 	Meta       map[string][]byte
 }
 
-// encodeMap serialises a map record; entries must be sorted by VBlock.
-func encodeMap(gen uint64, entries []mapEntry, meta map[string][]byte, keys []string) []byte {
-	n := mapFixedSize + len(entries)*mapEntrySize
+// encodeMap serialises the map record of generation gen: the count
+// entries that each yields in block order, then meta in the order of keys.
+func encodeMap(gen uint64, count int, each func(func(mapEntry)), meta map[string][]byte, keys []string) []byte {
+	n := mapFixedSize + count*mapEntrySize
 	for _, k := range keys {
 		n += mapMetaHdrSize + len(k) + len(meta[k])
 	}
 	b := make([]byte, n)
 	copy(b[mapMagicOff:], mapMagic)
 	binary.LittleEndian.PutUint64(b[mapGenerationOff:], gen)
-	binary.LittleEndian.PutUint64(b[mapEntryCountOff:], uint64(len(entries)))
+	binary.LittleEndian.PutUint64(b[mapEntryCountOff:], uint64(count))
 	binary.LittleEndian.PutUint32(b[mapMetaCountOff:], uint32(len(keys)))
 	p := b[mapFixedSize:]
-	for _, e := range entries {
+	each(func(e mapEntry) {
 		binary.LittleEndian.PutUint32(p[mapEntryVBlock:], e.VBlock)
 		binary.LittleEndian.PutUint32(p[mapEntryValue:], e.Value)
 		p = p[mapEntrySize:]
-	}
+	})
 	for _, k := range keys {
 		v := meta[k]
 		binary.LittleEndian.PutUint16(p[metaKeyLenOff:], uint16(len(k)))
