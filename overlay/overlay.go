@@ -100,7 +100,7 @@ func Open(path string, base disk.Reader, opts Options) (*Overlay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
-	o, err := openExisting(f, path, base, size, fp)
+	o, err := openExisting(f, path, base, size, fp, opts.SourcePath)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -108,7 +108,7 @@ func Open(path string, base disk.Reader, opts Options) (*Overlay, error) {
 	return o, nil
 }
 
-func openExisting(f *os.File, path string, base disk.Reader, size int64, fp [32]byte) (*Overlay, error) {
+func openExisting(f *os.File, path string, base disk.Reader, size int64, fp [32]byte, sourcePath string) (*Overlay, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("overlay %s: %w", path, ErrLocked)
@@ -125,7 +125,7 @@ func openExisting(f *os.File, path string, base disk.Reader, size int64, fp [32]
 	}
 	if int64(st.hdr.SourceSize) != size || st.hdr.Fingerprint != fp {
 		return nil, fmt.Errorf("%w: overlay %s was made for a source of %d bytes with fingerprint %x, but source %s has %d bytes and fingerprint %x",
-			ErrSourceMismatch, path, st.hdr.SourceSize, st.hdr.Fingerprint, sourceName(base), size, fp)
+			ErrSourceMismatch, path, st.hdr.SourceSize, st.hdr.Fingerprint, sourceName(base, sourcePath), size, fp)
 	}
 	o := newOverlay(f, path, base, size, int(st.hdr.BlockSize))
 	o.gen = st.root.Generation
@@ -231,13 +231,16 @@ func checkNotSource(path string, base disk.Reader, sourcePath string) error {
 	}
 	if fb, ok := base.(interface{ File() *os.File }); ok {
 		if si, err := fb.File().Stat(); err == nil && os.SameFile(fi, si) {
-			return fmt.Errorf("overlay %s: %w %s", path, ErrSameAsSource, sourceName(base))
+			return fmt.Errorf("overlay %s: %w %s", path, ErrSameAsSource, sourceName(base, sourcePath))
 		}
 	}
 	return nil
 }
 
-func sourceName(base disk.Reader) string {
+func sourceName(base disk.Reader, sourcePath string) string {
+	if sourcePath != "" {
+		return sourcePath
+	}
 	if n, ok := base.(interface{ Name() string }); ok {
 		return n.Name()
 	}
