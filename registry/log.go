@@ -36,6 +36,10 @@ const (
 	// state), which a new-format log entry carries and recovery restores.
 	baseBlockFlagsOffset = 144
 
+	// maxClusteringFactor is the largest sector size Windows records in a
+	// base block, in 512-byte units (4 KiB sectors).
+	maxClusteringFactor = 8
+
 	// maxHiveBinsDataSize bounds any hive bins data size read from a log:
 	// Windows caps hives at 2 GiB, and a larger claim is hostile.
 	maxHiveBinsDataSize = 1 << 31
@@ -320,11 +324,15 @@ func finish(out []byte, seq, hbinsSize uint32) error {
 // logHeader is the decoded first sector of a log: a partial copy of the
 // hive's base block as it was in memory when the log was written.
 type logHeader struct {
-	bb       *BaseBlock // nil when the sector does not decode
-	format   LogFormat
-	valid    bool // checksum right and sequence numbers equal
-	sequence uint32
-	problem  string
+	bb     *BaseBlock // nil when the sector does not decode
+	format LogFormat
+	// dataOffset is where the dirty vector or the first log entry starts:
+	// the second sector, which is larger than 512 bytes on disks whose
+	// clustering factor says so.
+	dataOffset int
+	valid      bool // checksum right and sequence numbers equal
+	sequence   uint32
+	problem    string
 }
 
 // Signatures at the start of the second sector, which tell the formats apart
@@ -335,22 +343,27 @@ var (
 )
 
 func parseLogHeader(log []byte) *logHeader {
-	h := &logHeader{}
+	h := &logHeader{dataOffset: logSectorSize}
 	if len(log) < 2*logSectorSize {
 		h.problem = fmt.Sprintf("too short for a log (%d bytes)", len(log))
 		return h
 	}
-	switch [4]byte(log[logSectorSize : logSectorSize+4]) {
+	// Only the first sector of the base block is stored; the checksum covers
+	// bytes that all lie inside its first 512 bytes.
+	var block [BaseBlockSize]byte
+	copy(block[:], log[:logSectorSize])
+	bb, err := ParseBaseBlock(block[:])
+	if err == nil {
+		if cf := int(bb.ClusteringFactor); cf > 1 && cf <= maxClusteringFactor && !hasLogSignature(log, logSectorSize) && hasLogSignature(log, cf*logSectorSize) {
+			h.dataOffset = cf * logSectorSize
+		}
+	}
+	switch [4]byte(log[h.dataOffset : h.dataOffset+4]) {
 	case dirtSignature:
 		h.format = LogFormatOld
 	case hvleSignature:
 		h.format = LogFormatNew
 	}
-	// Only the first sector of the base block is stored; the checksum covers
-	// bytes that all lie inside it.
-	var block [BaseBlockSize]byte
-	copy(block[:], log[:logSectorSize])
-	bb, err := ParseBaseBlock(block[:])
 	if err != nil {
 		h.problem = err.Error()
 		return h
@@ -376,6 +389,15 @@ func parseLogHeader(log []byte) *logHeader {
 		h.valid = true
 	}
 	return h
+}
+
+// hasLogSignature reports whether a dirty vector or a log entry starts at off.
+func hasLogSignature(log []byte, off int) bool {
+	if off+4 > len(log) {
+		return false
+	}
+	sig := [4]byte(log[off : off+4])
+	return sig == dirtSignature || sig == hvleSignature
 }
 
 // le32 reads a little-endian dword; callers have checked the bounds.

@@ -187,7 +187,7 @@ func TestRecoverWin10DamagedLogs(t *testing.T) {
 	in := readCorpus(t, "win10-1709-x64.SYSTEM", "win10-1709-x64.SYSTEM.LOG1", "win10-1709-x64.SYSTEM.LOG2", "yarp-olddirty.LOG1")
 	primary, log1, log2, foreign := in[0], in[1], in[2], in[3]
 
-	entries, err := parseHvleEntries(log2)
+	entries, err := parseHvleEntries(log2, logSectorSize)
 	if err != nil || len(entries) < 5 {
 		t.Fatalf("LOG2 entries: %d, %v", len(entries), err)
 	}

@@ -49,12 +49,13 @@ type dirtyPage struct {
 	data   []byte
 }
 
-// parseHvleEntries returns the log's valid entries in file order, stopping at
+// parseHvleEntries returns the log's valid entries in file order from start
+// (the second sector), stopping at
 // the first one that is not a valid entry; the error says why it stopped and
 // is nil when the log simply ends (zeros or end of file).
-func parseHvleEntries(log []byte) ([]hvleEntry, error) {
+func parseHvleEntries(log []byte, start int) ([]hvleEntry, error) {
 	var entries []hvleEntry
-	for off := logSectorSize; off+hvleHeaderSize <= len(log); {
+	for off := start; off+hvleHeaderSize <= len(log); {
 		e, size, err := parseHvleEntry(log, off)
 		if err != nil {
 			return entries, err
@@ -147,7 +148,7 @@ func (g *replay) recoverNew() ([]byte, error) {
 			}
 			continue
 		}
-		entries, err := parseHvleEntries(g.logs[i])
+		entries, err := parseHvleEntries(g.logs[i], h.dataOffset)
 		if err != nil {
 			lr.Problem = joinProblem(lr.Problem, "entries end at an invalid one: "+err.Error())
 		}
@@ -173,7 +174,7 @@ func (g *replay) recoverNew() ([]byte, error) {
 			return nil, fmt.Errorf("%w: no log entry continues from sequence %d and no log base block can replace the primary's (%s)",
 				ErrLogsUnusable, expected, g.problems())
 		}
-		copy(out[:logSectorSize], g.logs[src][:logSectorSize])
+		copy(out[:min(g.headers[src].dataOffset, BaseBlockSize)], g.logs[src])
 		binary.LittleEndian.PutUint32(out[regfFileTypeOffset:], FileTypePrimary)
 		expected = g.headers[src].sequence
 		g.rep.BaseBlockFromLog = src

@@ -10,8 +10,7 @@ import (
 // Old-format log layout: the dirty vector starts in the second sector, and
 // the dirty pages start at the first sector boundary after it.
 const (
-	dirtyVectorOffset       = logSectorSize
-	dirtyVectorBitmapOffset = dirtyVectorOffset + 4 // after the "DIRT" signature
+	dirtyVectorBitmapOffset = 4 // after the "DIRT" signature, from the vector's start
 
 	// oldLogPageSize is the unit the dirty vector tracks: one bit per
 	// 512-byte page of hive bins data, whatever the disk's sector size.
@@ -33,12 +32,14 @@ func (v *dirtyVector) isDirty(page int) bool {
 	return page >= 0 && page < v.pages && v.bitmap[page/8]&(1<<(page%8)) != 0
 }
 
-// parseDirtyVector decodes the dirty vector of a log whose base block copy
+// parseDirtyVector decodes the dirty vector starting at start (the second
+// sector, whose size also aligns the pages) of a log whose base block copy
 // records hbinsSize bytes of hive bins data.
-func parseDirtyVector(log []byte, hbinsSize uint32) (*dirtyVector, error) {
+func parseDirtyVector(log []byte, start int, hbinsSize uint32) (*dirtyVector, error) {
 	const structure = "dirty vector (DIRT)"
-	if len(log) < dirtyVectorBitmapOffset || [4]byte(log[dirtyVectorOffset:dirtyVectorBitmapOffset]) != dirtSignature {
-		return nil, formatErr(dirtyVectorOffset, structure, nil, "missing %q signature", "DIRT")
+	bitmapAt := start + dirtyVectorBitmapOffset
+	if len(log) < bitmapAt || [4]byte(log[start:bitmapAt]) != dirtSignature {
+		return nil, formatErr(int64(start), structure, nil, "missing %q signature", "DIRT")
 	}
 	if hbinsSize == 0 || hbinsSize%hbinAlignment != 0 || hbinsSize > maxHiveBinsDataSize {
 		return nil, formatErr(regfHiveBinsDataSizeOffset, "log base block", hbinsSize,
@@ -46,14 +47,14 @@ func parseDirtyVector(log []byte, hbinsSize uint32) (*dirtyVector, error) {
 	}
 	v := &dirtyVector{pages: int(hbinsSize / oldLogPageSize)}
 	n := (v.pages + 7) / 8
-	if n > len(log)-dirtyVectorBitmapOffset {
-		return nil, formatErr(dirtyVectorBitmapOffset, structure, n, "bitmap of %d bytes runs past the end of the %d-byte log", n, len(log))
+	if n > len(log)-bitmapAt {
+		return nil, formatErr(int64(bitmapAt), structure, n, "bitmap of %d bytes runs past the end of the %d-byte log", n, len(log))
 	}
-	v.bitmap = log[dirtyVectorBitmapOffset : dirtyVectorBitmapOffset+n]
+	v.bitmap = log[bitmapAt : bitmapAt+n]
 	for _, b := range v.bitmap {
 		v.dirty += bits.OnesCount8(b)
 	}
-	v.pagesStart = (dirtyVectorBitmapOffset + n + logSectorSize - 1) / logSectorSize * logSectorSize
+	v.pagesStart = (bitmapAt + n + start - 1) / start * start
 	if v.dirty > (len(log)-v.pagesStart)/oldLogPageSize {
 		return nil, formatErr(int64(v.pagesStart), "dirty pages", v.dirty,
 			"the log holds only %d bytes of page data", max(len(log)-v.pagesStart, 0))
@@ -74,7 +75,7 @@ func (g *replay) recoverOld() ([]byte, error) {
 		if !h.valid {
 			continue // parseLogHeader said why
 		}
-		vec, err := parseDirtyVector(g.logs[i], h.bb.HiveBinsDataSize)
+		vec, err := parseDirtyVector(g.logs[i], h.dataOffset, h.bb.HiveBinsDataSize)
 		if err != nil {
 			lr.Problem = err.Error()
 			continue
@@ -136,7 +137,7 @@ func (g *replay) applyDirtyPages(idx int, vec *dirtyVector, limit int) ([]byte, 
 	g.rep.BaseBlockFromLog = -1
 	if !g.pbb.ChecksumValid() {
 		// The primary's base block is corrupt: the log's copy replaces it.
-		copy(out[:logSectorSize], g.logs[idx][:logSectorSize])
+		copy(out[:min(h.dataOffset, BaseBlockSize)], g.logs[idx])
 		g.rep.BaseBlockFromLog = idx
 	}
 	log := g.logs[idx]

@@ -356,3 +356,57 @@ func TestRecoverNewFormatReportsDamagedBin(t *testing.T) {
 		t.Errorf("warning %q not reported:\n%s", rep.Warning, rep)
 	}
 }
+
+// withClusteringFactor returns a copy of a hive file recorded as living on
+// a disk with cf*512-byte sectors.
+func withClusteringFactor(hive []byte, cf uint32) []byte {
+	out := append([]byte(nil), hive...)
+	binary.LittleEndian.PutUint32(out[regfClusteringFactorOffset:], cf)
+	binary.LittleEndian.PutUint32(out[regfChecksumOffset:], BaseBlockChecksum(out))
+	return out
+}
+
+// padTo appends zeros to b up to a multiple of n.
+func padTo(b []byte, n int) []byte {
+	for len(b)%n != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// TestRecoverFourKSectorLogs covers logs written to a disk with 4 KiB
+// sectors (clustering factor 8): the base block copy fills the first 4 KiB
+// sector, and the dirty vector, its pages and the log entries start on the
+// next 4 KiB boundary.
+func TestRecoverFourKSectorLogs(t *testing.T) {
+	const cf = 8
+	sector := cf * logSectorSize
+	primary := withSequences(withClusteringFactor(minimalWithStart(3), cf), 2, 1)
+
+	newLog := padTo(logBaseSector(primary, fileTypeLogNewFormat, 1), sector)
+	newLog = append(newLog, hvleBytes(entryStart(1, 4))...)
+	newLog = append(newLog, hvleBytes(entryStart(2, 5))...)
+	out, rep, err := recoverUnchanged(t, primary, newLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := startValue(t, out); got != 5 || rep.EntriesApplied != 2 {
+		t.Errorf("new format: Start = %d, report %+v", got, rep)
+	}
+
+	image := minimalWithStart(7)
+	page := pageOf(minVKDword)
+	oldLog := padTo(logBaseSector(primary, FileTypeLog, 2), sector)
+	oldLog = append(oldLog, dirtSignature[:]...)
+	bitmap := make([]byte, hbinAlignment/oldLogPageSize/8)
+	bitmap[page/8] |= 1 << (page % 8)
+	oldLog = padTo(append(oldLog, bitmap...), sector)
+	oldLog = append(oldLog, image[BaseBlockSize+page*oldLogPageSize:][:oldLogPageSize]...)
+	out, rep, err = recoverUnchanged(t, primary, oldLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := startValue(t, out); got != 7 || rep.PagesApplied != 1 {
+		t.Errorf("old format: Start = %d, report %+v", got, rep)
+	}
+}
