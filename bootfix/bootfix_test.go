@@ -339,3 +339,50 @@ func TestExtras(t *testing.T) {
 		t.Error("ParseExtras accepted an unknown extra")
 	}
 }
+
+// TestExtraFilters plants a class UpperFilters entry naming a service that
+// does not exist (as an uninstalled filter driver leaves behind) and checks
+// that the filters extra drops exactly that entry.
+func TestExtraFilters(t *testing.T) {
+	data, h := corpusHive(t, "win7-sp1-x64.SYSTEM")
+	key := `ControlSet001\Control\Class\{4D36E967-E325-11CE-BFC1-08002BE10318}`
+	old, ok, err := FromRegistry(h).Value(key, "UpperFilters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	if ok {
+		keep = old.Strings()
+	}
+	planted := MultiString(append(append([]string{}, keep...), "kvmifyGoneFilter"))
+	patched, _ := applyWithHivex(t, data, []Change{{Key: key, Value: "UpperFilters", Op: OpSet, New: &planted}})
+	ph, err := registry.Open(patched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := factsFor(t, ph)
+	cs, err := ComputeChanges(FromRegistry(ph), facts, TargetAHCI, []Extra{ExtraFilters})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range cs.Changes {
+		if c.Why != "extra filters" {
+			continue
+		}
+		if !strings.EqualFold(c.Key, key) || c.Value != "UpperFilters" {
+			t.Errorf("unexpected filter change %s\\%s", c.Key, c.Value)
+			continue
+		}
+		found = true
+		switch {
+		case len(keep) == 0 && c.Op != OpDelete:
+			t.Errorf("only entry was the missing filter: want delete, got %s", c.Op)
+		case len(keep) > 0 && (c.New == nil || strings.Join(c.New.Strings(), ",") != strings.Join(keep, ",")):
+			t.Errorf("UpperFilters → %v, want %v", c.New, keep)
+		}
+	}
+	if !found {
+		t.Errorf("filters extra did not remove the planted entry (kept %v)", keep)
+	}
+}
