@@ -59,6 +59,8 @@ func commands() []*cobra.Command {
 		newHiveCmd(),
 		newInspectCmd(),
 		newPlanCmd(),
+		newMountCmd(),
+		newExportCmd(),
 	}
 }
 
