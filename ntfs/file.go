@@ -196,3 +196,14 @@ func (f *File) FileNames() []FileName {
 	}
 	return out
 }
+
+// HasData reports whether the file has an unnamed $DATA attribute (system
+// view indexes such as $Extend\$ObjId have none).
+func (f *File) HasData() bool {
+	for _, a := range f.Attrs {
+		if a.Type == AttrData && a.Name == "" {
+			return true
+		}
+	}
+	return false
+}
