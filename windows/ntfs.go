@@ -52,3 +52,23 @@ func OpenNTFS(r io.ReaderAt, size int64) (FS, VolumeState, error) {
 	vs.FastStartup = vs.Hibernated && st.LogFileVersion == ntfsLogFileV2
 	return ntfsFS{v}, vs, nil
 }
+
+// ntfsRewriter plans file rewrites on the NTFS volume an install was read
+// from; nil when the install's FS is not package ntfs's.
+func ntfsRewriter(fsys FS, allowUnsafe bool) FileRewriter {
+	n, ok := fsys.(ntfsFS)
+	if !ok {
+		return nil
+	}
+	return func(path string, content []byte) ([]DiskWrite, error) {
+		ws, err := n.v.PlanRewrite(path, content, ntfs.PlanOptions{AllowUnsafeVolume: allowUnsafe})
+		if err != nil {
+			return nil, err
+		}
+		out := make([]DiskWrite, len(ws))
+		for i, w := range ws {
+			out[i] = DiskWrite{Offset: w.Offset, Data: w.Data, What: w.What}
+		}
+		return out, nil
+	}
+}

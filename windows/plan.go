@@ -41,8 +41,9 @@ type PlanOptions struct {
 	// Edit produces the patched hive; without it the Plan lists the
 	// registry changes only.
 	Edit HiveEditor
-	// Rewrite turns the patched hive into disk writes; without it the Plan
-	// has no Writes.
+	// Rewrite turns the patched hive into disk writes; nil uses package
+	// ntfs's planner when the install was read through OpenNTFS, and
+	// otherwise the Plan has no Writes.
 	Rewrite FileRewriter
 }
 
@@ -116,6 +117,11 @@ func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, err
 	}
 	if p.After, err = bootfix.Predict(bootfix.FromRegistry(ph), facts, target); err != nil {
 		return nil, err
+	}
+	if opts.Rewrite == nil {
+		// CheckSafety has already refused what the overrides do not allow.
+		ov := opts.Overrides
+		opts.Rewrite = ntfsRewriter(in.fsys, ov.AllowHibernated || ov.AllowUnclean || ov.AllowDirtyHive)
 	}
 	if opts.Rewrite == nil {
 		p.Notes = append(p.Notes, "no file-system planner available: the plan has no disk writes")
