@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(qemu-utils qemu-system-x86 nbdkit libnbd-bin python3-libnbd ntfs-3g fdisk
-      python3-hivex libhivex-bin fuse3 fio jq openssl)
+      python3-hivex libhivex-bin libwin-hivex-perl fuse3 fio jq openssl)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
