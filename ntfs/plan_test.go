@@ -1,0 +1,381 @@
+package ntfs
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"os/exec"
+	"path"
+	"strconv"
+	"testing"
+
+	"github.com/kvmify/kvmify/internal/testutil"
+)
+
+// checkApplied verifies a plan applied to cp with the ntfs-3g tools: the
+// file reads back as content through ntfscat and an ntfs-3g mount,
+// ntfsinfo and ntfscluster agree with the expected sizes, every cluster of
+// the file is marked in $Bitmap, ntfsfix finds nothing to do, every other
+// file is unchanged, and the $I30 entries carry the new size.
+func checkApplied(t *testing.T, cp, p string, content []byte, wantAlloc int64, before map[string][32]byte) {
+	t.Helper()
+	if got, err := execOutput("ntfscat", cp, p); err != nil || !bytes.Equal(got, content) {
+		t.Errorf("ntfscat %s: %d bytes (err %v), want %d bytes of new content (first difference at %d)", p, len(got), err, len(content), firstDifference(got, content))
+	}
+	sz := ntfsinfoData(t, cp, p)
+	want := dataSizes{data: int64(len(content)), alloc: wantAlloc, init: int64(len(content))}
+	if sz != want {
+		t.Errorf("ntfsinfo -F %s: sizes %+v, want %+v", p, sz, want)
+	}
+	runs := ntfsclusterRuns(t, cp, p)
+	v := openVolumeFile(t, cp)
+	total := int64(0)
+	bm := bitmapBits(t, cp)
+	for i, r := range runs {
+		if r.VCN != total {
+			t.Errorf("ntfscluster run %d starts at VCN %d, want %d", i, r.VCN, total)
+		}
+		total += r.Length
+		for lcn := r.LCN; lcn < r.LCN+r.Length; lcn++ {
+			if !bitSet(bm, lcn) {
+				t.Errorf("cluster %d of %s is not marked in $Bitmap", lcn, p)
+				break
+			}
+		}
+	}
+	if total*v.ClusterSize != wantAlloc {
+		t.Errorf("ntfscluster -F %s: %d clusters, want %d bytes allocated", p, total, wantAlloc)
+	}
+	run(t, "ntfsfix", "-n", cp)
+	after := treeHashes(t, cp)
+	if after[p] != sha256.Sum256(content) {
+		t.Errorf("%s through an ntfs-3g mount does not have the new content", p)
+	}
+	for name, h := range before {
+		if name != p && after[name] != h {
+			t.Errorf("%s changed", name)
+		}
+	}
+	if len(after) != len(before) {
+		t.Errorf("%d files after, %d before", len(after), len(before))
+	}
+	f, _, err := v.Lookup(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, err := v.OpenRecord(f.FileNames()[0].Parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := v.IndexEntries(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Record == f.Number() && (e.Key.DataSize != int64(len(content)) || e.Key.AllocatedSize != wantAlloc) {
+			t.Errorf("$I30 entry %q: sizes %d/%d, want %d/%d", e.Key.Name, e.Key.DataSize, e.Key.AllocatedSize, len(content), wantAlloc)
+		}
+	}
+}
+
+// checkBitmapHolds writes a file that takes all free space through ntfs-3g,
+// then checks p still reads as content: clusters the plan allocated but
+// failed to mark in $Bitmap would have been handed to the filler.
+func checkBitmapHolds(t *testing.T, cp, p string, content []byte) {
+	t.Helper()
+	withMount(t, cp, "", func(mnt string) {
+		f, err := os.Create(path.Join(mnt, "filler"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := bytes.Repeat([]byte{0xa5}, 1<<20)
+		for {
+			if _, err := f.Write(buf); err != nil {
+				break
+			}
+		}
+		f.Close()
+	})
+	if got, _ := execOutput("ntfscat", cp, p); !bytes.Equal(got, content) {
+		t.Errorf("%s changed after ntfs-3g filled the free space: planned clusters were not marked used", p)
+	}
+}
+
+func execOutput(name string, args ...string) ([]byte, error) {
+	return exec.Command(name, args...).Output()
+}
+
+func firstDifference(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func readAll(t *testing.T, v *Volume, p string) ([]byte, *Stream) {
+	t.Helper()
+	s, err := v.OpenStream(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, s.Size())
+	if _, err := s.ReadAt(b, 0); err != nil && len(b) > 0 {
+		t.Fatal(err)
+	}
+	return b, s
+}
+
+func countWrites(ws []Write) map[string]int {
+	m := map[string]int{}
+	for _, w := range ws {
+		m[w.What]++
+	}
+	return m
+}
+
+// TestPlanRewrite covers the three planning cases on volumes with 512 B,
+// 4 KiB and 64 KiB clusters, applying each plan to a copy of the image.
+func TestPlanRewrite(t *testing.T) {
+	planTools(t)
+	for _, tc := range []struct {
+		cs     int64
+		sizeMB int
+	}{{512, 24}, {4096, 24}, {65536, 48}} {
+		t.Run("cluster-"+strconv.FormatInt(tc.cs, 10), func(t *testing.T) {
+			img := buildPlanImage(t, tc.cs, tc.sizeMB, false)
+			origSHA := testutil.FileSHA256(t, img)
+			before := treeHashes(t, img)
+			v := openVolumeFile(t, img)
+			old, s := readAll(t, v, hivePath)
+			oldAlloc := s.AllocatedSize()
+			roundUp := func(n int64) int64 { return (n + tc.cs - 1) / tc.cs * tc.cs }
+
+			t.Run("same-length-three-pages", func(t *testing.T) {
+				content := bytes.Clone(old)
+				for _, page := range []int{3, 20, 50} {
+					content[page*4096+100] ^= 0xff
+				}
+				ws, err := v.PlanRewrite(hivePath, content, PlanOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ws) != 3 || countWrites(ws)[WriteData] != 3 {
+					t.Fatalf("got %d writes %v, want 3 data writes", len(ws), countWrites(ws))
+				}
+				for _, w := range ws {
+					if int64(len(w.Data)) != v.SectorSize {
+						t.Errorf("write at %d is %d bytes, want one sector", w.Offset, len(w.Data))
+					}
+				}
+				cp := applyToCopy(t, img, ws, v.SectorSize)
+				checkApplied(t, cp, hivePath, content, oldAlloc, before)
+			})
+			t.Run("identical", func(t *testing.T) {
+				ws, err := v.PlanRewrite(hivePath, old, PlanOptions{})
+				if err != nil || len(ws) != 0 {
+					t.Fatalf("rewriting identical content planned %d writes (err %v)", len(ws), err)
+				}
+			})
+			t.Run("shorter", func(t *testing.T) {
+				content := bytes.Clone(old[:len(old)-1000])
+				content[0] ^= 1
+				ws, err := v.PlanRewrite(hivePath, content, PlanOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := countWrites(ws)
+				if c[WriteMFTRecord] == 0 || c[WriteBitmap] != 0 {
+					t.Errorf("writes %v: want MFT record writes and no bitmap writes", c)
+				}
+				cp := applyToCopy(t, img, ws, v.SectorSize)
+				checkApplied(t, cp, hivePath, content, oldAlloc, before)
+			})
+			t.Run("longer-within-allocation", func(t *testing.T) {
+				content := append(bytes.Clone(old), randomBytes(7, int(oldAlloc)-len(old)-7)...)
+				ws, err := v.PlanRewrite(hivePath, content, PlanOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c := countWrites(ws); c[WriteBitmap] != 0 {
+					t.Errorf("writes %v: growing within the allocation must not touch $Bitmap", c)
+				}
+				cp := applyToCopy(t, img, ws, v.SectorSize)
+				checkApplied(t, cp, hivePath, content, oldAlloc, before)
+			})
+			t.Run("beyond-allocation", func(t *testing.T) {
+				content := append(bytes.Clone(old), randomBytes(8, int(oldAlloc)-len(old)+5*int(tc.cs)+100)...)
+				ws, err := v.PlanRewrite(hivePath, content, PlanOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c := countWrites(ws); c[WriteBitmap] == 0 || c[WriteMFTRecord] == 0 {
+					t.Errorf("writes %v: want bitmap and MFT record writes", c)
+				}
+				cp := applyToCopy(t, img, ws, v.SectorSize)
+				wantAlloc := roundUp(int64(len(content)))
+				checkApplied(t, cp, hivePath, content, wantAlloc, before)
+				added := int((wantAlloc - oldAlloc) / tc.cs)
+				if got, was := countBits(bitmapBits(t, cp)), countBits(bitmapBits(t, img)); got != was+added {
+					t.Errorf("$Bitmap has %d clusters in use, want %d + %d", got, was, added)
+				}
+				checkBitmapHolds(t, cp, hivePath, content)
+			})
+			t.Run("beyond-allocation-indx-parent", func(t *testing.T) {
+				oldT, st := readAll(t, v, manyTarget)
+				content := append(bytes.Clone(oldT), randomBytes(9, 3*int(tc.cs))...)
+				ws, err := v.PlanRewrite(manyTarget, content, PlanOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c := countWrites(ws); c[WriteIndex] == 0 {
+					t.Errorf("writes %v: the parent's INDX block must be rewritten", c)
+				}
+				cp := applyToCopy(t, img, ws, v.SectorSize)
+				checkApplied(t, cp, manyTarget, content, max(st.AllocatedSize(), roundUp(int64(len(content)))), before)
+			})
+			if got := testutil.FileSHA256(t, img); got != origSHA {
+				t.Errorf("source image changed: sha256 %s, was %s", got, origSHA)
+			}
+		})
+	}
+}
+
+// TestPlanRewriteFragmented rewrites and grows a file spread over many
+// runs on a volume whose free space is fragmented too.
+func TestPlanRewriteFragmented(t *testing.T) {
+	planTools(t)
+	img := buildPlanImage(t, 4096, 24, true)
+	origSHA := testutil.FileSHA256(t, img)
+	before := treeHashes(t, img)
+	runsBefore := ntfsclusterRuns(t, img, fragPath)
+	if len(runsBefore) < 4 {
+		t.Fatalf("%s has %d runs; the image did not fragment it", fragPath, len(runsBefore))
+	}
+	v := openVolumeFile(t, img)
+	old, s := readAll(t, v, fragPath)
+
+	t.Run("same-length-every-run", func(t *testing.T) {
+		content := bytes.Clone(old)
+		for _, r := range runsBefore {
+			content[r.VCN*v.ClusterSize] ^= 0x55
+		}
+		ws, err := v.PlanRewrite(fragPath, content, PlanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) != len(runsBefore) || countWrites(ws)[WriteData] != len(ws) {
+			t.Errorf("%d writes %v, want one data write per run (%d)", len(ws), countWrites(ws), len(runsBefore))
+		}
+		for i, r := range runsBefore {
+			if !hasWriteAt(ws, r.LCN*v.ClusterSize) {
+				t.Errorf("no write at the start of run %d (LCN %d)", i, r.LCN)
+			}
+		}
+		cp := applyToCopy(t, img, ws, v.SectorSize)
+		checkApplied(t, cp, fragPath, content, s.AllocatedSize(), before)
+	})
+	t.Run("grow-into-fragmented-free-space", func(t *testing.T) {
+		grow := 40 * int(v.ClusterSize)
+		content := append(bytes.Clone(old), randomBytes(10, grow)...)
+		ws, err := v.PlanRewrite(fragPath, content, PlanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp := applyToCopy(t, img, ws, v.SectorSize)
+		wantAlloc := (int64(len(content)) + v.ClusterSize - 1) / v.ClusterSize * v.ClusterSize
+		checkApplied(t, cp, fragPath, content, wantAlloc, before)
+		after := ntfsclusterRuns(t, cp, fragPath)
+		if len(after) <= len(runsBefore) {
+			t.Errorf("%d runs after growing into 8-cluster holes, %d before: want more", len(after), len(runsBefore))
+		}
+		checkBitmapHolds(t, cp, fragPath, content)
+	})
+	if got := testutil.FileSHA256(t, img); got != origSHA {
+		t.Errorf("source image changed: sha256 %s, was %s", got, origSHA)
+	}
+}
+
+func hasWriteAt(ws []Write, off int64) bool {
+	for _, w := range ws {
+		if w.Offset <= off && off < w.Offset+int64(len(w.Data)) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPlanRewriteRefuses checks the files and volume states the planner
+// must not write to.
+func TestPlanRewriteRefuses(t *testing.T) {
+	planTools(t)
+	img := buildPlanImage(t, 4096, 24, false)
+	v := openVolumeFile(t, img)
+	for _, tc := range []struct {
+		path string
+		want error
+	}{
+		{residentPath, ErrNotPlannable},
+		{sparsePath, ErrNotPlannable},
+		{compressPath, ErrNotPlannable},
+		{"/Windows", ErrNotPlannable},
+		{"/$MFT", ErrNotPlannable},
+		{"/no/such/file", ErrNotFound},
+	} {
+		_, err := v.PlanRewrite(tc.path, []byte("x"), PlanOptions{})
+		var fe *FormatError
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.path, err, tc.want)
+		} else if tc.want == ErrNotPlannable && !errors.As(err, &fe) {
+			t.Errorf("%s: %v is not a FormatError", tc.path, err)
+		}
+	}
+	huge := make([]byte, 64<<20)
+	if _, err := v.PlanRewrite(hivePath, huge, PlanOptions{}); !errors.Is(err, ErrNoSpace) {
+		t.Errorf("growing past the free space: got %v, want ErrNoSpace", err)
+	}
+
+	// A hibernated system: hiberfil.sys starts with "hibr".
+	withMount(t, img, "", func(mnt string) {
+		hdr := append([]byte("hibr"), make([]byte, 4092)...)
+		if err := os.WriteFile(path.Join(mnt, "hiberfil.sys"), hdr, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	v = openVolumeFile(t, img)
+	old, _ := readAll(t, v, hivePath)
+	content := bytes.Clone(old)
+	content[0] ^= 1
+	if _, err := v.PlanRewrite(hivePath, content, PlanOptions{}); !errors.Is(err, ErrUnsafeVolume) {
+		t.Errorf("hibernated volume: got %v, want ErrUnsafeVolume", err)
+	}
+	if ws, err := v.PlanRewrite(hivePath, content, PlanOptions{AllowUnsafeVolume: true}); err != nil || len(ws) != 1 {
+		t.Errorf("hibernated volume with override: %d writes, err %v; want 1 write", len(ws), err)
+	}
+}
+
+// TestPlanRunlistFull asks for a runlist far larger than a 1 KiB record
+// can hold.
+func TestPlanRunlistFull(t *testing.T) {
+	planTools(t)
+	img := buildPlanImage(t, 4096, 24, false)
+	v := openVolumeFile(t, img)
+	f, _, err := v.Lookup(hivePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.Stream("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &planner{v: v, f: f, s: s, records: map[uint64][]byte{}, recordExtents: map[uint64][]Extent{}}
+	var runs []Run
+	for i := int64(0); i < 400; i++ {
+		runs = append(runs, Run{VCN: i, LCN: 1000 + 2*i, Length: 1})
+	}
+	if err := p.resizeRunlist(s.Fragments[0], runs); !errors.Is(err, ErrRunlistFull) {
+		t.Fatalf("got %v, want ErrRunlistFull", err)
+	}
+}
