@@ -28,10 +28,6 @@ const (
 	// first sector, and everything after starts on a sector boundary.
 	logSectorSize = 512
 
-	// fileTypeLogNewFormat is the base block file type of a Windows 8.1+
-	// log; regf.go's FileTypeLogNew (2) is not what Windows writes.
-	fileTypeLogNewFormat = 6
-
 	// baseBlockFlagsOffset is the Windows 10 base block Flags field (KTM
 	// state), which a new-format log entry carries and recovery restores.
 	baseBlockFlagsOffset = 144
@@ -374,7 +370,7 @@ func parseLogHeader(log []byte) *logHeader {
 		switch bb.FileType {
 		case FileTypeLog:
 			h.format = LogFormatOld
-		case fileTypeLogNewFormat:
+		case FileTypeLogNew:
 			h.format = LogFormatNew
 		}
 	}
@@ -383,7 +379,7 @@ func parseLogHeader(log []byte) *logHeader {
 		h.problem = fmt.Sprintf("base block copy has a bad checksum (0x%08x, want 0x%08x)", bb.Checksum, BaseBlockChecksum(block[:]))
 	case bb.Dirty():
 		h.problem = fmt.Sprintf("base block copy sequence numbers differ (%d/%d): the log write did not complete", bb.PrimarySequence, bb.SecondarySequence)
-	case bb.FileType != FileTypeLog && bb.FileType != fileTypeLogNewFormat:
+	case bb.FileType != FileTypeLog && bb.FileType != FileTypeLogNew:
 		h.problem = fmt.Sprintf("base block copy has file type %d, not a log", bb.FileType)
 	default:
 		h.valid = true

@@ -74,7 +74,7 @@ func hvleBytes(e synthEntry) []byte {
 // newFormatLog builds a new-format log whose base block copy has sequence
 // seq, followed by the entries in order.
 func newFormatLog(primary []byte, seq uint32, entries ...synthEntry) []byte {
-	log := logBaseSector(primary, fileTypeLogNewFormat, seq)
+	log := logBaseSector(primary, FileTypeLogNew, seq)
 	for _, e := range entries {
 		log = append(log, hvleBytes(e)...)
 	}

@@ -42,7 +42,7 @@ var regfSignature = [4]byte{'r', 'e', 'g', 'f'}
 const (
 	FileTypePrimary  = 0 // a primary hive file
 	FileTypeLog      = 1 // an old-format transaction log
-	FileTypeLogNew   = 2 // a new-format (Windows 8.1+) transaction log
+	FileTypeLogNew   = 6 // a new-format (Windows 8.1+) transaction log
 	FileFormatMemory = 1 // "direct memory load", the only format in use
 )
 
