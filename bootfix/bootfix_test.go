@@ -386,3 +386,25 @@ func TestExtraFilters(t *testing.T) {
 		t.Errorf("filters extra did not remove the planted entry (kept %v)", keep)
 	}
 }
+
+func TestValueStrings(t *testing.T) {
+	for _, tc := range []struct {
+		v    Value
+		want string
+	}{
+		{MultiString([]string{"a", "bc"}), "a|bc"},
+		// An empty string ends a multi-string, as Windows reads it.
+		{Value{Type: TypeMultiSZ, Data: []byte{'a', 0, 0, 0, 0, 0, 'b', 0, 0, 0, 0, 0}}, "a"},
+		// A REG_SZ without its terminating NUL, and one with trailing junk.
+		{Value{Type: TypeSZ, Data: []byte{'h', 0, 'i', 0}}, "hi"},
+		{Value{Type: TypeSZ, Data: []byte{'h', 0, 0, 0, 'x', 0}}, "h"},
+		{Value{Type: TypeSZ, Data: []byte{'h'}}, ""},
+	} {
+		if got := strings.Join(tc.v.Strings(), "|"); got != tc.want {
+			t.Errorf("%x: %q, want %q", tc.v.Data, got, tc.want)
+		}
+	}
+	if !String(TypeSZ, "x").Equal(Value{Type: TypeSZ, Data: []byte{'x', 0}}) {
+		t.Error("a REG_SZ without its NUL should equal the same text with it")
+	}
+}

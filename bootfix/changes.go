@@ -65,7 +65,7 @@ func ComputeChanges(h Hive, facts Facts, target Target, extras []Extra) (*Change
 	if facts.FileExists != nil {
 		for _, f := range prof.DriverFiles {
 			if !facts.FileExists(f) {
-				cs.MissingFiles = append(cs.MissingFiles, MissingFile{Path: f, From: driverSource(facts.Version)})
+				cs.MissingFiles = append(cs.MissingFiles, MissingFile{Path: f, From: driverSource(facts.Version, facts.Arch)})
 			}
 		}
 	}
@@ -73,14 +73,18 @@ func ComputeChanges(h Hive, facts Facts, target Target, extras []Extra) (*Change
 }
 
 // driverSource names where Windows keeps spare copies of inbox drivers.
-func driverSource(v Version) string {
+func driverSource(v Version, arch string) string {
 	if v.Family() == FamilyNT5 {
+		dir := "i386"
+		if strings.EqualFold(arch, "AMD64") {
+			dir = "amd64"
+		}
 		sp := "spN.cab"
 		var n int
 		if _, err := fmt.Sscanf(v.ServicePack, "Service Pack %d", &n); err == nil && n > 0 {
 			sp = fmt.Sprintf("sp%d.cab", n)
 		}
-		return fmt.Sprintf(`Driver Cache\i386\%s or Driver Cache\i386\driver.cab`, sp)
+		return fmt.Sprintf(`Driver Cache\%s\%s or Driver Cache\%s\driver.cab`, dir, sp, dir)
 	}
 	return `System32\DriverStore\FileRepository\mshdc.inf_*`
 }

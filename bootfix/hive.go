@@ -82,7 +82,8 @@ func (v Value) Uint32() (uint32, bool) {
 }
 
 // Strings decodes REG_SZ, REG_EXPAND_SZ and REG_MULTI_SZ data into its
-// strings (one for the single-string types), dropping empty trailing parts.
+// strings (one for the single-string types). A multi-string ends at its
+// first empty string, as Windows reads it; an odd trailing byte is ignored.
 func (v Value) Strings() []string {
 	u := make([]uint16, len(v.Data)/2)
 	for i := range u {
@@ -91,15 +92,17 @@ func (v Value) Strings() []string {
 	var out []string
 	start := 0
 	for i := 0; i <= len(u); i++ {
-		if i == len(u) || u[i] == 0 {
-			if i > start {
-				out = append(out, string(utf16.Decode(u[start:i])))
-			}
-			start = i + 1
-			if v.Type != TypeMultiSZ && i < len(u) {
-				break
-			}
+		if i < len(u) && u[i] != 0 {
+			continue
 		}
+		if i == start {
+			break // an empty string ends the list
+		}
+		out = append(out, string(utf16.Decode(u[start:i])))
+		if v.Type != TypeMultiSZ {
+			break
+		}
+		start = i + 1
 	}
 	return out
 }

@@ -9,6 +9,9 @@ import (
 // hive.
 type Facts struct {
 	Version Version
+	// Arch is PROCESSOR_ARCHITECTURE (x86, AMD64...), used to name where
+	// missing drivers can be found; "" means x86.
+	Arch string
 	// FileExists reports whether a file exists, given its path relative to
 	// the Windows directory (`System32\drivers\atapi.sys`). Nil means the
 	// files are unknown and are not checked.

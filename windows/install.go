@@ -58,7 +58,7 @@ func (in *Install) SystemHivePath() string { return in.Dir + `\` + systemHivePat
 // Facts returns what bootfix needs to know about the install: its version
 // and which driver files exist.
 func (in *Install) Facts() bootfix.Facts {
-	return bootfix.Facts{Version: in.Version, FileExists: func(rel string) bool {
+	return bootfix.Facts{Version: in.Version, Arch: in.Arch, FileExists: func(rel string) bool {
 		ok, err := exists(in.fsys, in.Dir+`\`+rel)
 		return ok && err == nil
 	}}
