@@ -184,3 +184,22 @@ func TestInspectCLIExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// A disk formatted by Windows, without a Windows install: inspect reads its
+// NTFS partition and reports no install and no error.
+func TestInspectWindowsFormattedDisk(t *testing.T) {
+	img := testutil.CorpusFile(t, "disk-mbr-ntfs-win-32M.raw")
+	var out bytes.Buffer
+	if err := runInspect(context.Background(), inspectOptions{JSON: true}, []string{img}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var got inspectOut
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	// Corpus README: one NTFS partition (type 0x07) at LBA 128.
+	if len(got.Partitions) != 1 || got.Partitions[0].Index != 1 || !got.Partitions[0].NTFS ||
+		got.Partitions[0].Error != "" || got.Partitions[0].Windows != nil {
+		t.Errorf("inspect: %s", out.String())
+	}
+}
