@@ -145,11 +145,38 @@ func buildPlanImage(t *testing.T, cs int64, sizeMB int, fragment bool) string {
 			write(compressPath, bytes.Repeat([]byte("a compressible line of text\n"), 3000))
 		}
 		if fragment {
+			writeInterleaved(t, mnt, cs)
 			fillAndPunch(t, mnt, cs)
-			write(fragPath, randomBytes(4, 40*int(cs)*8+123))
 		}
 	})
 	return img
+}
+
+// writeInterleaved grows fragPath 8 clusters at a time, writing a spacer
+// file after each piece, so ntfs-3g's next-fit allocator fragments it.
+func writeInterleaved(t *testing.T, mnt string, cs int64) {
+	t.Helper()
+	dir := filepath.Join(mnt, filepath.Dir(fragPath))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	piece := int(8 * cs)
+	data := randomBytes(4, 20*piece+123)
+	for i := 0; i*piece < len(data); i++ {
+		f, err := os.OpenFile(filepath.Join(mnt, fragPath), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data[i*piece : min(len(data), (i+1)*piece)]); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "spacer-"+strconv.Itoa(i)), make([]byte, piece), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // fillAndPunch fills the volume with 8-cluster files, then deletes every

@@ -288,6 +288,7 @@ func TestPlanRewriteFragmented(t *testing.T) {
 		wantAlloc := (int64(len(content)) + v.ClusterSize - 1) / v.ClusterSize * v.ClusterSize
 		checkApplied(t, cp, fragPath, content, wantAlloc, before)
 		after := ntfsclusterRuns(t, cp, fragPath)
+		t.Logf("%d runs before, %d after growing by 40 clusters", len(runsBefore), len(after))
 		if len(after) <= len(runsBefore) {
 			t.Errorf("%d runs after growing into 8-cluster holes, %d before: want more", len(after), len(runsBefore))
 		}
@@ -377,5 +378,49 @@ func TestPlanRunlistFull(t *testing.T) {
 	}
 	if err := p.resizeRunlist(s.Fragments[0], runs); !errors.Is(err, ErrRunlistFull) {
 		t.Fatalf("got %v, want ErrRunlistFull", err)
+	}
+}
+
+// TestAllocateAcrossHoles asks the allocator for every free cluster of a
+// volume whose free space is 8-cluster holes, and checks against $Bitmap
+// as ntfscat reads it that it picked exactly the free clusters.
+func TestAllocateAcrossHoles(t *testing.T) {
+	planTools(t)
+	img := buildPlanImage(t, 4096, 24, true)
+	v := openVolumeFile(t, img)
+	bits := bitmapBits(t, img)
+	free := int64(0)
+	for lcn := int64(0); lcn < v.Clusters(); lcn++ {
+		if !bitSet(bits, lcn) {
+			free++
+		}
+	}
+	bm, err := v.openBitmap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := bm.allocate(free, v.Clusters()/2)
+	if err != nil {
+		t.Fatalf("allocating all %d free clusters: %v", free, err)
+	}
+	if len(runs) < 10 {
+		t.Errorf("%d runs for %d free clusters in 8-cluster holes: want many", len(runs), free)
+	}
+	seen := map[int64]bool{}
+	total := int64(0)
+	for _, r := range runs {
+		for lcn := r.LCN; lcn < r.LCN+r.Length; lcn++ {
+			if bitSet(bits, lcn) || seen[lcn] || lcn >= v.Clusters() {
+				t.Fatalf("allocated cluster %d was not free (or was given twice)", lcn)
+			}
+			seen[lcn] = true
+		}
+		total += r.Length
+	}
+	if total != free {
+		t.Errorf("allocated %d clusters, want %d", total, free)
+	}
+	if _, err := bm.allocate(1, 0); !errors.Is(err, ErrNoSpace) {
+		t.Errorf("allocating on a full volume: got %v, want ErrNoSpace", err)
 	}
 }
