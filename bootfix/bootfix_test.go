@@ -42,6 +42,11 @@ func TestPIIX3IDs(t *testing.T) {
 // dirty, and returns its file bytes and the parsed hive.
 func corpusHive(t *testing.T, name string) ([]byte, *registry.Hive) {
 	t.Helper()
+	return corpusHiveB(t, name)
+}
+
+func corpusHiveB(t testing.TB, name string) ([]byte, *registry.Hive) {
+	t.Helper()
 	p := testutil.CorpusFile(t, name)
 	data, rep, err := registry.RecoverFile(p)
 	if err != nil {
