@@ -55,12 +55,15 @@ storage controllers. The source image is only ever opened read-only.` + exitCode
 func commands() []*cobra.Command {
 	return []*cobra.Command{
 		newVersionCmd(),
+		newServeCmd(),
 		newOverlayCmd(),
 		newHiveCmd(),
 		newInspectCmd(),
 		newPlanCmd(),
 		newMountCmd(),
 		newExportCmd(),
+		newLsCmd(),
+		newCatCmd(),
 	}
 }
 

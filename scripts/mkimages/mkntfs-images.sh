@@ -6,13 +6,15 @@
 # 64 KiB clusters, an MBR disk whose NTFS lives in a logical partition, a
 # GPT disk, and (when CORPUS_DISK is given) a copy of a Windows-formatted
 # disk with files added. Needs root and FUSE. Images are sparse files of a
-# few tens of MB. Prints nothing on success.
+# few tens of MB. Prints nothing on success. MKIMAGES_ONLY="gpt.img ..."
+# limits the build to the named images.
 set -euo pipefail
 out=$1 corpus=${2:-}
 mkdir -p "$out"
 mnt=$(mktemp -d)
 trap 'mountpoint -q "$mnt" && umount "$mnt"; rmdir "$mnt"' EXIT
 
+want() { [ -z "${MKIMAGES_ONLY:-}" ] || [[ " $MKIMAGES_ONLY " == *" $1 "* ]]; }
 mount_img() { ntfs-3g -o "streams_interface=windows${2:+,$2}" "$1" "$mnt"; }
 unmount_img() { sync; umount "$mnt"; }
 
@@ -70,6 +72,7 @@ add_compressed() {
 
 # bare CLUSTER SIZE_MB NAME RICH
 bare() {
+	want "$3" || return 0
 	local img="$out/$3"
 	truncate -s "$2M" "$img"
 	mkntfs -q -F -f -c "$1" -s 512 -p 0 -H 255 -S 63 -L "kvmify-$1" "$img" >/dev/null 2>&1
@@ -83,6 +86,7 @@ bare 512 24 bare-512.img 0
 bare 65536 48 bare-64k.img 0
 
 # MBR: a primary FAT-typed partition, then NTFS inside a logical partition.
+mbr_logical() {
 img="$out/mbr-logical.img"
 truncate -s 48M "$img"
 printf 'label: dos\nstart=2048, size=4M, type=c\ntype=5\nsize=8M, type=83\nsize=24M, type=7\n' | sfdisk -q "$img"
@@ -96,7 +100,11 @@ unmount_img
 dd if="$out/part.tmp" of="$img" bs=512 seek="$start" conv=notrunc,sparse status=none
 rm "$out/part.tmp"
 
+}
+want mbr-logical.img && mbr_logical
+
 # GPT with a Microsoft basic data partition as the second entry.
+gpt() {
 img="$out/gpt.img"
 truncate -s 40M "$img"
 printf 'label: gpt\nsize=4M, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="EFI"\nsize=30M, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name="Basic data partition"\n' | sfdisk -q "$img"
@@ -110,8 +118,11 @@ unmount_img
 dd if="$out/part.tmp" of="$img" bs=512 seek="$start" conv=notrunc,sparse status=none
 rm "$out/part.tmp"
 
+}
+want gpt.img && gpt
+
 # A copy of the Windows-formatted corpus disk with files added by ntfs-3g.
-if [ -n "$corpus" ]; then
+if [ -n "$corpus" ] && want win-copy.img; then
 	img="$out/win-copy.img"
 	cp --sparse=always "$corpus" "$img"
 	chmod u+w "$img"

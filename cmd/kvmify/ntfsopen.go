@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+
+	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/ntfs"
+	parttable "github.com/kvmify/kvmify/partition"
+)
+
+// ntfsOEMID is the boot sector OEM ID that marks an NTFS partition.
+const (
+	ntfsOEMIDOffset = 3
+	ntfsOEMID       = "NTFS    "
+)
+
+// openNTFS opens the image read-only and the NTFS volume on partition
+// partNum (Linux numbering), or on the only or first NTFS partition when
+// partNum is 0. The returned close releases the image.
+func openNTFS(image string, partNum int) (*ntfs.Volume, func() error, error) {
+	src, err := disk.OpenSource(image)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := volumeOn(src, src.Size(), partNum)
+	if err != nil {
+		src.Close()
+		return nil, nil, fmt.Errorf("%s: %w", image, err)
+	}
+	return v, src.Close, nil
+}
+
+func volumeOn(r io.ReaderAt, size int64, partNum int) (*ntfs.Volume, error) {
+	tab, err := parttable.Read(r, size)
+	if err != nil {
+		return nil, err
+	}
+	var chosen *parttable.Partition
+	for i := range tab.Partitions {
+		p := &tab.Partitions[i]
+		if partNum != 0 {
+			if p.Index == partNum {
+				chosen = p
+				break
+			}
+			continue
+		}
+		oem := make([]byte, len(ntfsOEMID))
+		if _, err := r.ReadAt(oem, p.Start+ntfsOEMIDOffset); err == nil && bytes.Equal(oem, []byte(ntfsOEMID)) {
+			chosen = p
+			break
+		}
+	}
+	switch {
+	case chosen == nil && partNum != 0:
+		return nil, fmt.Errorf("no partition %d (the %s table has %d)", partNum, tab.Scheme, len(tab.Partitions))
+	case chosen == nil:
+		return nil, fmt.Errorf("no NTFS partition found (%s table, %d partitions)", tab.Scheme, len(tab.Partitions))
+	}
+	v, err := ntfs.Open(chosen.Section(r), chosen.Size)
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: %w", chosen.Index, err)
+	}
+	return v, nil
+}
