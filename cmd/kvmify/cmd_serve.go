@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/nbd"
+	"github.com/kvmify/kvmify/overlay"
+)
+
+// defaultNBDPort is the port IANA assigned to NBD, used when --listen names
+// only a host.
+const defaultNBDPort = "10809"
+
+type serveOptions struct {
+	patch       patchFlags
+	Unix        string
+	Listen      string
+	ReadOnly    bool
+	TLSCert     string
+	TLSKey      string
+	TLSRequired bool
+	ExportName  string
+}
+
+func newServeCmd() *cobra.Command {
+	var opts serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve IMAGE",
+		Short: "Serve the patched disk over NBD through a copy-on-write overlay",
+		Long: `Serve IMAGE (a raw disk image or a block device, opened read-only) over NBD.
+Every write a client makes lands in the overlay, never in IMAGE.
+
+The overlay is --overlay PATH, by default <image name>.kvmify-overlay in the
+current directory; it persists across restarts and belongs to IMAGE alone.
+--ephemeral keeps it in a temporary file removed at exit. A new overlay first
+receives the boot fix for the Windows install on IMAGE (registry changes that
+let it boot on QEMU's IDE or AHCI controller, chosen with --target); an overlay
+that already holds a fix is served as it is. --no-patch serves the plain
+copy-on-write view. An image without Windows is served without a fix.
+
+kvmify listens on a unix socket: --unix PATH, by default
+kvmify-<image name>.nbd.sock in $XDG_RUNTIME_DIR, or in the temporary
+directory when that is unset. A leftover socket file is replaced only when
+nothing listens on it. --listen ADDR serves TCP instead (port 10809 when ADDR
+names none). The exact qemu-system-x86_64, qemu-img and nbdinfo arguments are
+printed on stderr; the NBD URI alone is printed on stdout.
+
+--read-only exports the disk read-only. With --no-patch and no overlay file
+(neither --overlay, --ephemeral nor an existing default overlay) the source is
+then served directly and no overlay is created.
+
+--tls-cert/--tls-key enable NBD STARTTLS (TLS 1.3); --tls-required refuses
+clients that do not upgrade.
+
+kvmify serves until interrupted (Ctrl-C or SIGTERM); it then answers the
+requests in flight, flushes the overlay and exits.
+
+Exit status: 0 success (stopped by a signal), 1 failure or refusal, 2 usage error.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runServe(cmd.Context(), opts, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	opts.patch.register(cmd.Flags())
+	f := cmd.Flags()
+	f.StringVar(&opts.Unix, "unix", "", "unix socket path (default kvmify-<image name>.nbd.sock in $XDG_RUNTIME_DIR or the temp dir)")
+	f.StringVar(&opts.Listen, "listen", "", "serve TCP on this address, e.g. 127.0.0.1 or [::]:10809 (default port 10809)")
+	f.BoolVar(&opts.ReadOnly, "read-only", false, "export the disk read-only")
+	f.StringVar(&opts.TLSCert, "tls-cert", "", "PEM certificate for NBD STARTTLS")
+	f.StringVar(&opts.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	f.BoolVar(&opts.TLSRequired, "tls-required", false, "refuse clients that do not use TLS")
+	f.StringVar(&opts.ExportName, "export-name", "", "NBD export name (default: the default export, \"\")")
+	return cmd
+}
+
+func (o *serveOptions) check() error {
+	if err := o.patch.check(); err != nil {
+		return err
+	}
+	if o.Unix != "" && o.Listen != "" {
+		return usagef("--unix and --listen exclude each other")
+	}
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	if o.TLSRequired && o.TLSCert == "" {
+		return usagef("--tls-required needs --tls-cert and --tls-key")
+	}
+	if len(o.ExportName) > 4096 {
+		return usagef("--export-name is longer than 4096 bytes")
+	}
+	return nil
+}
+
+func runServe(ctx context.Context, opts serveOptions, args []string, stdout, stderr io.Writer) error {
+	image := args[0]
+	if err := opts.check(); err != nil {
+		return err
+	}
+	var tlsConfig *tls.Config
+	if opts.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(opts.TLSCert, opts.TLSKey)
+		if err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	}
+
+	backend, what, closeBackend, err := openServeBackend(ctx, image, opts, stderr)
+	if err != nil {
+		return err
+	}
+	l, uri, err := serveListener(image, opts)
+	if err != nil {
+		closeBackend()
+		return err
+	}
+	srv := &nbd.Server{
+		Exports: map[string]nbd.Export{opts.ExportName: {
+			Name: opts.ExportName, Description: "kvmify " + image, Backend: backend, ReadOnly: opts.ReadOnly}},
+		TLSConfig:   tlsConfig,
+		TLSRequired: opts.TLSRequired,
+	}
+	printServeHelp(stderr, image, what, uri, tlsConfig != nil, opts.ReadOnly)
+	fmt.Fprintln(stdout, uri.String())
+
+	err = srv.Serve(ctx, l)
+	if errors.Is(err, nbd.ErrServerClosed) {
+		err = nil
+	}
+	// Serve has answered every request in flight, so closing flushes
+	// everything a client was told is written.
+	if cerr := closeBackend(); err == nil && cerr != nil {
+		err = fmt.Errorf("closing the overlay: %w", cerr)
+	}
+	if err == nil {
+		fmt.Fprintf(stderr, "kvmify: stopped serving %s\n", image)
+	}
+	return err
+}
+
+// openServeBackend opens what is exported: the overlay view with the boot
+// fix, or for --read-only --no-patch without an overlay file, the source
+// itself.
+func openServeBackend(ctx context.Context, image string, opts serveOptions, stderr io.Writer) (disk.Reader, string, func() error, error) {
+	if opts.ReadOnly && opts.patch.NoPatch && !opts.patch.Ephemeral && opts.patch.Overlay == "" {
+		if _, err := os.Stat(overlay.DefaultPath(image)); errors.Is(err, fs.ErrNotExist) {
+			src, err := disk.OpenSource(image)
+			if err != nil {
+				return nil, "", nil, err
+			}
+			return src, "the source directly (no overlay)", src.Close, nil
+		}
+	}
+	v, err := openPatchedView(ctx, image, opts.patch, stderr)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if opts.patch.Report != "" {
+		if err := writeReport(ctx, opts.patch.Report, image, v, opts.patch.Hash); err != nil {
+			v.Close()
+			return nil, "", nil, err
+		}
+	}
+	what := "overlay " + v.ov.Path()
+	if opts.patch.Ephemeral {
+		what = "an ephemeral overlay"
+	}
+	return v.ov, what, v.Close, nil
+}
+
+// defaultSocketPath keeps the socket out of the current directory, whose
+// path may exceed the 108-byte limit of unix socket addresses.
+func defaultSocketPath(image string) string {
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "kvmify-"+filepath.Base(image)+".nbd.sock")
+}
+
+// listenAddress adds the NBD port to an address that names only a host.
+func listenAddress(addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]"), defaultNBDPort)
+}
+
+// serveListener opens the socket and returns the NBD URI clients use.
+func serveListener(image string, opts serveOptions) (net.Listener, *url.URL, error) {
+	scheme := "nbd"
+	if opts.TLSRequired {
+		scheme = "nbds"
+	}
+	path := "/" + opts.ExportName
+	if opts.Listen != "" {
+		l, err := net.Listen("tcp", listenAddress(opts.Listen))
+		if err != nil {
+			return nil, nil, err
+		}
+		return l, &url.URL{Scheme: scheme, Host: l.Addr().String(), Path: path}, nil
+	}
+	sock := opts.Unix
+	if sock == "" {
+		sock = defaultSocketPath(image)
+	}
+	if err := removeStaleSocket(sock); err != nil {
+		return nil, nil, err
+	}
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, &url.URL{Scheme: scheme + "+unix", Path: path, RawQuery: "socket=" + socketEscaper.Replace(sock)}, nil
+}
+
+// socketEscaper escapes only what would end or break the socket query
+// parameter, so the printed URI shows the path as typed.
+var socketEscaper = strings.NewReplacer("%", "%25", "&", "%26", "#", "%23", "+", "%2B", " ", "%20", ",", "%2C")
+
+// removeStaleSocket deletes a socket file left by a killed server, and
+// refuses to touch a live socket or anything that is not a socket.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket; refusing to replace it", path)
+	}
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s: another server is listening on it", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s: cannot tell whether it is in use: %w", path, err)
+	}
+	return os.Remove(path)
+}
+
+// qemuEscape doubles commas, which QEMU's option parser reads as separators.
+func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+func printServeHelp(w io.Writer, image, what string, uri *url.URL, tls, readOnly bool) {
+	fmt.Fprintf(w, "kvmify: serving %s through %s at %s\n", image, what, uri)
+	if tls {
+		fmt.Fprintf(w, "  TLS is enabled: libnbd clients use the nbds scheme with tls-certificates=DIR in the URI;\n"+
+			"  QEMU needs -object tls-creds-x509,id=tls0,endpoint=client,dir=DIR and file.tls-creds=tls0\n")
+	}
+	ro := ""
+	if readOnly {
+		ro = ",readonly=on"
+	}
+	fmt.Fprintf(w, "  qemu-system-x86_64 -drive file=%s,format=raw,cache=none%s\n", qemuEscape(uri.String()), ro)
+	fmt.Fprintf(w, "  qemu-img info '%s'\n", uri)
+	fmt.Fprintf(w, "  nbdinfo '%s'\n", uri)
+	fmt.Fprintf(w, "kvmify: press Ctrl-C to stop; the overlay is flushed on exit\n")
+}
