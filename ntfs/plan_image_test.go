@@ -39,7 +39,7 @@ const (
 var ntfsAttribCompressed = []byte{0x00, 0x00, 0x08, 0x00}
 
 // planTools skips (or fails under CI) when a peer is missing.
-func planTools(t *testing.T) {
+func planTools(t testing.TB) {
 	t.Helper()
 	for _, tool := range []string{"mkntfs", "ntfs-3g", "ntfscat", "ntfsinfo", "ntfscluster", "ntfsfix"} {
 		testutil.RequireTool(t, tool)
@@ -52,7 +52,7 @@ func planTools(t *testing.T) {
 	}
 }
 
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -63,7 +63,7 @@ func run(t *testing.T, name string, args ...string) string {
 
 // withMount mounts img with ntfs-3g (options as for -o), calls fn with the
 // mount point and unmounts.
-func withMount(t *testing.T, img, opts string, fn func(mnt string)) {
+func withMount(t testing.TB, img, opts string, fn func(mnt string)) {
 	t.Helper()
 	mnt := t.TempDir()
 	args := []string{img, mnt}
