@@ -103,14 +103,28 @@ type inspectReport struct {
 }
 
 type partitionJSON struct {
-	Index       int                 `json:"index"`
-	Start       int64               `json:"start"`
-	Size        int64               `json:"size"`
-	NTFS        bool                `json:"ntfs"`
-	VolumeState windows.VolumeState `json:"volume_state"`
-	Error       string              `json:"error,omitempty"`
-	Windows     *installJSON        `json:"windows,omitempty"`
-	Others      []*installJSON      `json:"other_installs,omitempty"`
+	Index       int             `json:"index"`
+	Start       int64           `json:"start"`
+	Size        int64           `json:"size"`
+	NTFS        bool            `json:"ntfs"`
+	VolumeState volumeStateJSON `json:"volume_state"`
+	Error       string          `json:"error,omitempty"`
+	Windows     *installJSON    `json:"windows,omitempty"`
+	Others      []*installJSON  `json:"other_installs,omitempty"`
+}
+
+type volumeStateJSON struct {
+	Dirty          bool   `json:"dirty"`
+	LogFileUnclean bool   `json:"logfile_unclean"`
+	FastStartup    bool   `json:"fast_startup"`
+	Hibernated     bool   `json:"hibernated"`
+	Hiberfil       string `json:"hiberfil_signature,omitempty"`
+	BitLocker      bool   `json:"bitlocker"`
+}
+
+func volumeStateReport(vs windows.VolumeState) volumeStateJSON {
+	return volumeStateJSON{Dirty: vs.Dirty, LogFileUnclean: vs.LogFileUnclean, FastStartup: vs.FastStartup,
+		Hibernated: vs.Hibernated, Hiberfil: vs.Hiberfil, BitLocker: vs.BitLocker}
 }
 
 type installJSON struct {
@@ -141,7 +155,7 @@ type predictionJSON struct {
 
 func partitionReport(v windows.Volume) partitionJSON {
 	p := partitionJSON{Index: v.Partition.Index, Start: v.Partition.Start, Size: v.Partition.Size,
-		NTFS: v.NTFS, VolumeState: v.State}
+		NTFS: v.NTFS, VolumeState: volumeStateReport(v.State)}
 	if v.Err != nil {
 		p.Error = v.Err.Error()
 	}

@@ -158,24 +158,24 @@ func pickVolume(vols []windows.Volume, index int) (windows.Volume, error) {
 }
 
 type planJSON struct {
-	Image        string                `json:"image"`
-	Partition    int                   `json:"partition"`
-	Dir          string                `json:"dir"`
-	Version      string                `json:"version"`
-	HiveState    windows.HiveState     `json:"hive_state"`
-	Target       bootfix.Target        `json:"target"`
-	Profile      string                `json:"profile"`
-	ControlSets  []string              `json:"control_sets"`
-	Extras       []bootfix.Extra       `json:"extras"`
-	Changes      []changeJSON          `json:"registry_changes"`
-	Extents      []extentJSON          `json:"extents"`
-	Writes       int                   `json:"writes"`
-	MissingFiles []bootfix.MissingFile `json:"missing_files"`
-	Before       predictionJSON        `json:"before"`
-	After        *predictionJSON       `json:"after,omitempty"`
-	HiveSize     int                   `json:"hive_size"`
-	PatchedSize  int                   `json:"patched_hive_size,omitempty"`
-	Notes        []string              `json:"notes"`
+	Image        string            `json:"image"`
+	Partition    int               `json:"partition"`
+	Dir          string            `json:"dir"`
+	Version      string            `json:"version"`
+	HiveState    windows.HiveState `json:"hive_state"`
+	Target       bootfix.Target    `json:"target"`
+	Profile      string            `json:"profile"`
+	ControlSets  []string          `json:"control_sets"`
+	Extras       []bootfix.Extra   `json:"extras"`
+	Changes      []changeJSON      `json:"registry_changes"`
+	Extents      []extentJSON      `json:"extents"`
+	Writes       int               `json:"writes"`
+	MissingFiles []missingFileJSON `json:"missing_files"`
+	Before       predictionJSON    `json:"before"`
+	After        *predictionJSON   `json:"after,omitempty"`
+	HiveSize     int               `json:"hive_size"`
+	PatchedSize  int               `json:"patched_hive_size,omitempty"`
+	Notes        []string          `json:"notes"`
 }
 
 type changeJSON struct {
@@ -188,6 +188,11 @@ type changeJSON struct {
 	Why   string     `json:"why"`
 }
 
+type missingFileJSON struct {
+	Path string `json:"path"`
+	From string `json:"from"`
+}
+
 type extentJSON struct {
 	Offset int64  `json:"offset"`
 	Length int64  `json:"length"`
@@ -197,9 +202,12 @@ type extentJSON struct {
 func planReport(image string, vol windows.Volume, p *windows.Plan) planJSON {
 	r := planJSON{Image: image, Partition: vol.Partition.Index, Dir: p.Install.Dir,
 		Version: p.Install.Version.String(), HiveState: p.Install.HiveState, Target: p.Target,
-		Profile: p.Profile, Extras: p.Extras, Writes: len(p.Writes), MissingFiles: p.MissingFiles,
+		Profile: p.Profile, Extras: p.Extras, Writes: len(p.Writes), MissingFiles: []missingFileJSON{},
 		Before: predictionReport(p.Before), HiveSize: len(p.OriginalHive), PatchedSize: len(p.PatchedHive),
 		Notes: p.Notes, Changes: []changeJSON{}, Extents: []extentJSON{}}
+	for _, m := range p.MissingFiles {
+		r.MissingFiles = append(r.MissingFiles, missingFileJSON{Path: m.Path, From: m.From})
+	}
 	for _, cs := range p.ControlSets {
 		r.ControlSets = append(r.ControlSets, cs.Name)
 	}
