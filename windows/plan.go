@@ -54,6 +54,9 @@ type Plan struct {
 	Profile      string
 	ControlSets  []bootfix.ControlSet
 	Changes      []bootfix.Change
+	// MissingFiles are driver files the profile needs that the install
+	// lacks (paths relative to the Windows directory); the patch alone
+	// will not make such an install boot.
 	MissingFiles []bootfix.MissingFile
 	Extras       []bootfix.Extra
 	// Before is the prediction on the hive as found, After on the patched
@@ -88,9 +91,6 @@ func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, err
 		Changes: cs.Changes, MissingFiles: cs.MissingFiles, Extras: opts.Extras, OriginalHive: in.OnDisk}
 	if p.Before, err = bootfix.Predict(bootfix.FromRegistry(h), facts, target); err != nil {
 		return nil, err
-	}
-	for _, m := range cs.MissingFiles {
-		p.Notes = append(p.Notes, fmt.Sprintf(`driver file %s\%s is missing; extract it from %s\%s`, in.Dir, m.Path, in.Dir, m.From))
 	}
 	if in.HiveState == HiveRecovered {
 		p.Notes = append(p.Notes, "the SYSTEM hive was dirty and is patched in its state recovered from "+
