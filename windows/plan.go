@@ -49,11 +49,11 @@ type PlanOptions struct {
 
 // Plan is everything a patch would do, computed without writing anything.
 type Plan struct {
-	Install      *Install
-	Target       bootfix.Target
-	Profile      string
-	ControlSets  []bootfix.ControlSet
-	Changes      []bootfix.Change
+	Install     *Install
+	Target      bootfix.Target
+	Profile     string
+	ControlSets []bootfix.ControlSet
+	Changes     []bootfix.Change
 	// MissingFiles are driver files the profile needs that the install
 	// lacks (paths relative to the Windows directory); the patch alone
 	// will not make such an install boot.
