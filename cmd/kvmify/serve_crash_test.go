@@ -138,7 +138,7 @@ func TestServeCrashConsistency(t *testing.T) {
 	start := func() *exec.Cmd {
 		t.Helper()
 		os.Remove(sock)
-		cmd := exec.Command(bin, "serve", src, "--overlay", ov, "--unix", sock)
+		cmd := exec.Command(bin, "serve", src, "--no-patch", "--overlay", ov, "--unix", sock)
 		var logs bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		if err := cmd.Start(); err != nil {
