@@ -99,8 +99,11 @@ func parseBoot(b []byte, size int64) (*BootSector, error) {
 	clusters := bs.TotalSectors * bs.BytesPerSector / bs.ClusterSize
 	bs.MFTCluster = int64(le64(b[bootMFTClusterOff:]))
 	bs.MFTMirrCluster = int64(le64(b[bootMFTMirrClusterOff:]))
-	if bs.MFTCluster <= 0 || bs.MFTCluster >= clusters || bs.MFTCluster*bs.ClusterSize+bs.MFTRecordSize > size {
-		return nil, formatErr(bootMFTClusterOff, "boot sector", ErrNotNTFS, bs.MFTCluster, "$MFT cluster outside the volume")
+	if bs.MFTCluster <= 0 || bs.MFTCluster >= clusters {
+		return nil, formatErr(bootMFTClusterOff, "boot sector", ErrNotNTFS, bs.MFTCluster, "$MFT cluster outside the volume's %d clusters", clusters)
+	}
+	if bs.MFTCluster*bs.ClusterSize+bs.MFTRecordSize > size {
+		return nil, formatErr(bootMFTClusterOff, "boot sector", ErrTruncated, bs.MFTCluster, "$MFT lies past the end of the %d-byte image", size)
 	}
 	return bs, nil
 }
