@@ -136,6 +136,89 @@ func countWrites(ws []Write) map[string]int {
 	return m
 }
 
+// planCases plans, applies to a copy and verifies the three rewrite cases
+// on target: same length (three 4 KiB pages edited), identical content,
+// shorter, longer within the allocation and longer than it.
+func planCases(t *testing.T, img, target string, before map[string][32]byte) {
+	v := openVolumeFile(t, img)
+	old, s := readAll(t, v, target)
+	oldAlloc := s.AllocatedSize()
+	cs := v.ClusterSize
+	roundUp := func(n int64) int64 { return (n + cs - 1) / cs * cs }
+	t.Run("same-length-three-pages", func(t *testing.T) {
+		content := bytes.Clone(old)
+		for _, page := range []int{3, 20, 50} {
+			content[page*4096+100] ^= 0xff
+		}
+		ws, err := v.PlanRewrite(target, content, PlanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) != 3 || countWrites(ws)[WriteData] != 3 {
+			t.Fatalf("got %d writes %v, want 3 data writes", len(ws), countWrites(ws))
+		}
+		for _, w := range ws {
+			if int64(len(w.Data)) != v.SectorSize {
+				t.Errorf("write at %d is %d bytes, want one sector", w.Offset, len(w.Data))
+			}
+		}
+		cp := applyToCopy(t, img, ws, v.SectorSize)
+		checkApplied(t, cp, target, content, oldAlloc, before)
+	})
+	t.Run("identical", func(t *testing.T) {
+		ws, err := v.PlanRewrite(target, old, PlanOptions{})
+		if err != nil || len(ws) != 0 {
+			t.Fatalf("rewriting identical content planned %d writes (err %v)", len(ws), err)
+		}
+	})
+	t.Run("shorter", func(t *testing.T) {
+		content := bytes.Clone(old[:len(old)-1000])
+		content[0] ^= 1
+		ws, err := v.PlanRewrite(target, content, PlanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := countWrites(ws)
+		if c[WriteMFTRecord] == 0 || c[WriteBitmap] != 0 {
+			t.Errorf("writes %v: want MFT record writes and no bitmap writes", c)
+		}
+		cp := applyToCopy(t, img, ws, v.SectorSize)
+		checkApplied(t, cp, target, content, oldAlloc, before)
+	})
+	t.Run("longer-within-allocation", func(t *testing.T) {
+		content := append(bytes.Clone(old), randomBytes(7, int(oldAlloc)-len(old)-7)...)
+		ws, err := v.PlanRewrite(target, content, PlanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := countWrites(ws); c[WriteBitmap] != 0 {
+			t.Errorf("writes %v: growing within the allocation must not touch $Bitmap", c)
+		}
+		cp := applyToCopy(t, img, ws, v.SectorSize)
+		checkApplied(t, cp, target, content, oldAlloc, before)
+	})
+	t.Run("beyond-allocation", func(t *testing.T) {
+		content := append(bytes.Clone(old), randomBytes(8, int(oldAlloc)-len(old)+5*int(cs)+100)...)
+		ws, err := v.PlanRewrite(target, content, PlanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := countWrites(ws)
+		t.Logf("writes by kind: %v", c)
+		if c[WriteBitmap] == 0 || c[WriteMFTRecord] == 0 {
+			t.Errorf("writes %v: want bitmap and MFT record writes", c)
+		}
+		cp := applyToCopy(t, img, ws, v.SectorSize)
+		wantAlloc := roundUp(int64(len(content)))
+		checkApplied(t, cp, target, content, wantAlloc, before)
+		added := int((wantAlloc - oldAlloc) / cs)
+		if got, was := countBits(bitmapBits(t, cp)), countBits(bitmapBits(t, img)); got != was+added {
+			t.Errorf("$Bitmap has %d clusters in use, want %d + %d", got, was, added)
+		}
+		checkBitmapHolds(t, cp, target, content)
+	})
+}
+
 // TestPlanRewrite covers the three planning cases on volumes with 512 B,
 // 4 KiB and 64 KiB clusters, applying each plan to a copy of the image.
 func TestPlanRewrite(t *testing.T) {
@@ -149,80 +232,9 @@ func TestPlanRewrite(t *testing.T) {
 			origSHA := testutil.FileSHA256(t, img)
 			before := treeHashes(t, img)
 			v := openVolumeFile(t, img)
-			old, s := readAll(t, v, hivePath)
-			oldAlloc := s.AllocatedSize()
 			roundUp := func(n int64) int64 { return (n + tc.cs - 1) / tc.cs * tc.cs }
 
-			t.Run("same-length-three-pages", func(t *testing.T) {
-				content := bytes.Clone(old)
-				for _, page := range []int{3, 20, 50} {
-					content[page*4096+100] ^= 0xff
-				}
-				ws, err := v.PlanRewrite(hivePath, content, PlanOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(ws) != 3 || countWrites(ws)[WriteData] != 3 {
-					t.Fatalf("got %d writes %v, want 3 data writes", len(ws), countWrites(ws))
-				}
-				for _, w := range ws {
-					if int64(len(w.Data)) != v.SectorSize {
-						t.Errorf("write at %d is %d bytes, want one sector", w.Offset, len(w.Data))
-					}
-				}
-				cp := applyToCopy(t, img, ws, v.SectorSize)
-				checkApplied(t, cp, hivePath, content, oldAlloc, before)
-			})
-			t.Run("identical", func(t *testing.T) {
-				ws, err := v.PlanRewrite(hivePath, old, PlanOptions{})
-				if err != nil || len(ws) != 0 {
-					t.Fatalf("rewriting identical content planned %d writes (err %v)", len(ws), err)
-				}
-			})
-			t.Run("shorter", func(t *testing.T) {
-				content := bytes.Clone(old[:len(old)-1000])
-				content[0] ^= 1
-				ws, err := v.PlanRewrite(hivePath, content, PlanOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				c := countWrites(ws)
-				if c[WriteMFTRecord] == 0 || c[WriteBitmap] != 0 {
-					t.Errorf("writes %v: want MFT record writes and no bitmap writes", c)
-				}
-				cp := applyToCopy(t, img, ws, v.SectorSize)
-				checkApplied(t, cp, hivePath, content, oldAlloc, before)
-			})
-			t.Run("longer-within-allocation", func(t *testing.T) {
-				content := append(bytes.Clone(old), randomBytes(7, int(oldAlloc)-len(old)-7)...)
-				ws, err := v.PlanRewrite(hivePath, content, PlanOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if c := countWrites(ws); c[WriteBitmap] != 0 {
-					t.Errorf("writes %v: growing within the allocation must not touch $Bitmap", c)
-				}
-				cp := applyToCopy(t, img, ws, v.SectorSize)
-				checkApplied(t, cp, hivePath, content, oldAlloc, before)
-			})
-			t.Run("beyond-allocation", func(t *testing.T) {
-				content := append(bytes.Clone(old), randomBytes(8, int(oldAlloc)-len(old)+5*int(tc.cs)+100)...)
-				ws, err := v.PlanRewrite(hivePath, content, PlanOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if c := countWrites(ws); c[WriteBitmap] == 0 || c[WriteMFTRecord] == 0 {
-					t.Errorf("writes %v: want bitmap and MFT record writes", c)
-				}
-				cp := applyToCopy(t, img, ws, v.SectorSize)
-				wantAlloc := roundUp(int64(len(content)))
-				checkApplied(t, cp, hivePath, content, wantAlloc, before)
-				added := int((wantAlloc - oldAlloc) / tc.cs)
-				if got, was := countBits(bitmapBits(t, cp)), countBits(bitmapBits(t, img)); got != was+added {
-					t.Errorf("$Bitmap has %d clusters in use, want %d + %d", got, was, added)
-				}
-				checkBitmapHolds(t, cp, hivePath, content)
-			})
+			planCases(t, img, hivePath, before)
 			t.Run("beyond-allocation-indx-parent", func(t *testing.T) {
 				oldT, st := readAll(t, v, manyTarget)
 				content := append(bytes.Clone(oldT), randomBytes(9, 3*int(tc.cs))...)
@@ -422,5 +434,41 @@ func TestAllocateAcrossHoles(t *testing.T) {
 	}
 	if _, err := bm.allocate(1, 0); !errors.Is(err, ErrNoSpace) {
 		t.Errorf("allocating on a full volume: got %v, want ErrNoSpace", err)
+	}
+}
+
+// The corpus disk's NTFS partition: its start is stated in the corpus
+// README, its length is the MBR entry's (sfdisk -d). The copy must end
+// where the partition does, or ntfsfix misses the backup boot sector.
+const (
+	corpusPartitionLBA     = 128
+	corpusPartitionSectors = 59392
+)
+
+// TestPlanRewriteWindowsVolume runs the three cases on the NTFS volume that
+// Windows formatted (2 KiB clusters), in a directory Windows created, with
+// a hive-sized file added by ntfs-3g.
+func TestPlanRewriteWindowsVolume(t *testing.T) {
+	planTools(t)
+	disk := testutil.CorpusFile(t, "disk-mbr-ntfs-win-32M.raw")
+	b, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := path.Join(t.TempDir(), "win.part")
+	if err := os.WriteFile(img, b[corpusPartitionLBA*512 : (corpusPartitionLBA+corpusPartitionSectors)*512], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const target = "/test_dir/SYSTEM"
+	withMount(t, img, "", func(mnt string) {
+		if err := os.WriteFile(path.Join(mnt, target), randomBytes(12, 300000+1000), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	origSHA := testutil.FileSHA256(t, img)
+	before := treeHashes(t, img)
+	planCases(t, img, target, before)
+	if got := testutil.FileSHA256(t, img); got != origSHA {
+		t.Errorf("source image changed: sha256 %s, was %s", got, origSHA)
 	}
 }
