@@ -456,7 +456,7 @@ func TestPlanRewriteWindowsVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := path.Join(t.TempDir(), "win.part")
-	if err := os.WriteFile(img, b[corpusPartitionLBA*512 : (corpusPartitionLBA+corpusPartitionSectors)*512], 0o644); err != nil {
+	if err := os.WriteFile(img, b[corpusPartitionLBA*512:(corpusPartitionLBA+corpusPartitionSectors)*512], 0o644); err != nil {
 		t.Fatal(err)
 	}
 	const target = "/test_dir/SYSTEM"
