@@ -160,3 +160,25 @@ func BenchmarkFlushLargeMap(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOverwrite64K rewrites blocks already in an ephemeral overlay
+// (the in-place path), one writer at a time like an NBD client at QD1.
+func BenchmarkOverwrite64K(b *testing.B) {
+	o := benchOverlay(b, true)
+	const span = 64 << 20
+	p := make([]byte, 64<<10)
+	for off := int64(0); off < span; off += int64(len(p)) {
+		if _, err := o.WriteAt(p, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := o.WriteAt(p, r.Int64N(span/int64(len(p)))*int64(len(p))); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
