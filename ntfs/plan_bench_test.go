@@ -8,13 +8,13 @@ import (
 	"testing"
 )
 
-// countingReader counts the bytes read through it.
-type countingReader struct {
+// planCountingReader counts the bytes read through it.
+type planCountingReader struct {
 	r io.ReaderAt
 	n atomic.Int64
 }
 
-func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
+func (c *planCountingReader) ReadAt(p []byte, off int64) (int, error) {
 	n, err := c.r.ReadAt(p, off)
 	c.n.Add(int64(n))
 	return n, err
@@ -62,7 +62,7 @@ func BenchmarkPlanRewrite1TiB(b *testing.B) {
 			b.SetBytes(fileSize)
 			var read int64
 			for b.Loop() {
-				cr := &countingReader{r: f}
+				cr := &planCountingReader{r: f}
 				v, err := Open(cr, 1<<40)
 				if err != nil {
 					b.Fatal(err)
