@@ -47,9 +47,9 @@ func FuzzPlanRewrite(f *testing.F) {
 		f.Add(binary.LittleEndian.AppendUint32(nil, off), patch)
 	}
 	seed(0, nil)
-	seed(64*1024+0x100, []byte{0xff, 0xff, 0xff, 0x7f})  // inside the target's record (number 64)
-	seed(6*1024+0x140, []byte{0x41, 0x10, 0x20, 0x30}) // $Bitmap's runlist
-	seed(5*1024+0x98, []byte{0x00, 0x00, 0x10, 0x00})  // root index
+	seed(64*1024+0x100, []byte{0xff, 0xff, 0xff, 0x7f}) // inside the target's record (number 64)
+	seed(6*1024+0x140, []byte{0x41, 0x10, 0x20, 0x30})  // $Bitmap's runlist
+	seed(5*1024+0x98, []byte{0x00, 0x00, 0x10, 0x00})   // root index
 	seed(1<<31|0x2000, bytes.Repeat([]byte{0xff}, 512))
 	f.Fuzz(func(t *testing.T, offb, patch []byte) {
 		if len(offb) < 4 || len(patch) > 4096 {
