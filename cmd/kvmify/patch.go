@@ -14,6 +14,7 @@ import (
 	"github.com/kvmify/kvmify/bootfix"
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/overlay"
+	parttable "github.com/kvmify/kvmify/partition"
 	"github.com/kvmify/kvmify/patch"
 	"github.com/kvmify/kvmify/windows"
 )
@@ -160,6 +161,10 @@ func planImage(image string, pf patchFlags) (*windows.Plan, windows.Volume, erro
 		return nil, windows.Volume{}, usagef("--extras: %v", err)
 	}
 	vols, err := inspectImage(image)
+	if errors.Is(err, parttable.ErrNoTable) {
+		// A blank or non-PC disk holds no Windows to fix.
+		return nil, windows.Volume{}, fmt.Errorf("%w: %v", errNoWindows, err)
+	}
 	if err != nil {
 		return nil, windows.Volume{}, err
 	}
