@@ -96,6 +96,8 @@ truncate -s $((size * 512)) "$out/part.tmp"
 mkntfs -q -F -f -c 4096 -s 512 -p "$start" -H 255 -S 63 "$out/part.tmp" >/dev/null 2>&1
 mount_img "$out/part.tmp"
 populate "$mnt" 0
+# A hibernation file header, as Windows leaves after hibernating.
+{ printf 'HIBR'; head -c 8188 /dev/zero; } >"$mnt/hiberfil.sys"
 unmount_img
 dd if="$out/part.tmp" of="$img" bs=512 seek="$start" conv=notrunc,sparse status=none
 rm "$out/part.tmp"
