@@ -14,6 +14,14 @@
 //	                         of a map record, and its own CRC-32C
 //	0x10000 data area: slot i occupies [dataOffset + i*blockSize, +blockSize)
 //
+//	header      magic[8] version u32 blockSize u32 sourceSize u64
+//	            fingerprint[32] dataOffset u64 headerCRC u32
+//	commit root magic[8] generation u64 mapOffset u64 mapLength u64
+//	            mapCRC u32 rootCRC u32
+//	map record  magic[8] generation u64 entryCount u64 metaCount u32 pad u32
+//	            entryCount x {vblock u32, value u32}  (1 = zero, 2+N = slot N)
+//	            metaCount x {keyLen u16, valueLen u32, key, value}
+//
 // A slot holds either one virtual block's data or part of a map record. A
 // map record lists, sorted by virtual block number, every block that differs
 // from the source: "data in slot N" or "zero" (trimmed or zeroed, never read
@@ -36,6 +44,15 @@
 // since the last commit are updated in place. Acknowledged but unflushed
 // writes may therefore be lost by a crash; flushed ones are not, and what is
 // recovered is always exactly the state of one completed Flush.
+//
+// A map record that fails its CRC under a valid root is reported as
+// corruption rather than skipped: it was synced before its root, so only
+// damage after the fact can explain it, and the older commit's slots may
+// already be reused. Slots a crash left unreferenced are reused by later
+// writes. Each commit rewrites the whole map record (8 bytes per changed
+// block), which keeps recovery trivial at a cost that grows with the
+// overlay. An exclusive flock keeps a second process from opening the same
+// overlay.
 //
 // An ephemeral overlay lives in an already-unlinked temporary file; its
 // Flush has nothing to make durable and returns at once.

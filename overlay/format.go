@@ -1,3 +1,6 @@
+// On-disk structures of the overlay file; the package documentation (doc.go)
+// draws the layout and the commit protocol that orders their writes.
+
 package overlay
 
 import (
