@@ -15,6 +15,10 @@ import (
 // bypass it.
 const readBufferSize = 128 << 10
 
+// shutdownWriteGrace is how long replies to in-flight requests may take to
+// reach the client once the server shuts down.
+const shutdownWriteGrace = 10 * time.Second
+
 // conn is one client connection through negotiation and transmission.
 type conn struct {
 	srv *Server
@@ -101,6 +105,8 @@ func (c *conn) serve(ctx context.Context) {
 func (c *conn) stop() {
 	c.stopping.Store(true)
 	c.raw.SetReadDeadline(time.Now())
+	// A client that stopped reading replies must not hold shutdown forever.
+	c.raw.SetWriteDeadline(time.Now().Add(shutdownWriteGrace))
 }
 
 // broken is called after a failed reply write: the stream is unusable.

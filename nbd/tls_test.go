@@ -112,3 +112,41 @@ func TestTLSRequiredRefusesOptions(t *testing.T) {
 		t.Fatalf("EXPORT_NAME before STARTTLS got %d bytes of reply", n)
 	}
 }
+
+// TestTLSVersionFloor checks that STARTTLS refuses TLS 1.2 and negotiates
+// 1.3, even when the caller's config allows less.
+func TestTLSVersionFloor(t *testing.T) {
+	cfg, _ := selfSignedTLS(t)
+	cfg.MinVersion = tls.VersionTLS10
+	path := makeImage(t, "v.img", 1<<20, 23)
+	srv := oneExport(openFileDisk(t, path), false)
+	srv.TLSConfig = cfg
+	sock := startServer(t, srv)
+	for _, max := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		c := dialRaw(t, sock)
+		io.ReadFull(c, make([]byte, serverGreetingLen))
+		var b []byte
+		b = binary.BigEndian.AppendUint32(b, clientFixedNewstyle)
+		b = binary.BigEndian.AppendUint64(b, ihaveOpt)
+		b = binary.BigEndian.AppendUint32(b, optStartTLS)
+		b = binary.BigEndian.AppendUint32(b, 0)
+		c.Write(b)
+		var h [optReplyHeaderLen]byte
+		if _, err := io.ReadFull(c, h[:]); err != nil || binary.BigEndian.Uint32(h[12:]) != repAck {
+			t.Fatalf("STARTTLS: %v %x", err, h)
+		}
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true, MaxVersion: max})
+		err := tc.Handshake()
+		if max == tls.VersionTLS12 && err == nil {
+			t.Error("TLS 1.2 handshake accepted")
+		}
+		if max == tls.VersionTLS13 {
+			if err != nil {
+				t.Fatalf("TLS 1.3 handshake: %v", err)
+			}
+			if v := tc.ConnectionState().Version; v != tls.VersionTLS13 {
+				t.Errorf("negotiated %x", v)
+			}
+		}
+	}
+}
