@@ -29,6 +29,10 @@ const (
 	sparsePath   = "/sparse.bin"
 	fragPath     = "/frag/target.bin"
 	compressPath = "/compressed/text.txt"
+	// fragStream is a named stream of fragPath, written through ntfs-3g's
+	// user.* extended attributes.
+	fragStream     = "ads"
+	fragStreamData = "a named stream after the unnamed $DATA"
 	// planHiveBase is roughly a small hive; the file's size is made
 	// cluster-size dependent so its last cluster has slack.
 	planHiveBase = 300000
@@ -177,6 +181,11 @@ func writeInterleaved(t *testing.T, mnt string, cs int64) {
 			t.Fatal(err)
 		}
 	}
+	// A named stream puts an attribute after the unnamed $DATA, so a
+	// longer runlist must move it.
+	if err := syscall.Setxattr(filepath.Join(mnt, fragPath), "user."+fragStream, []byte(fragStreamData), 0); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // fillAndPunch fills the volume with 8-cluster files, then deletes every
@@ -268,8 +277,13 @@ func ntfsinfoData(t *testing.T, img, path string) dataSizes {
 	if i < 0 {
 		t.Fatalf("ntfsinfo -F %s: no $DATA attribute\n%s", path, out)
 	}
+	// Only the first (unnamed) $DATA attribute; named streams follow it.
+	block := out[i+1:]
+	if j := strings.Index(block, "Dumping attribute"); j >= 0 {
+		block = block[:j]
+	}
 	var s dataSizes
-	for _, m := range ntfsinfoSize.FindAllStringSubmatch(out[i:], -1) {
+	for _, m := range ntfsinfoSize.FindAllStringSubmatch(block, -1) {
 		n, _ := strconv.ParseInt(m[2], 10, 64)
 		switch m[1] {
 		case "Data":

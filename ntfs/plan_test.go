@@ -290,7 +290,19 @@ func TestPlanRewriteFragmented(t *testing.T) {
 		checkApplied(t, cp, fragPath, content, s.AllocatedSize(), before)
 	})
 	t.Run("grow-into-fragmented-free-space", func(t *testing.T) {
-		grow := 40 * int(v.ClusterSize)
+		// Larger than any free extent, so the allocation must be pieced
+		// together from several.
+		bits := bitmapBits(t, img)
+		largest, cur := int64(0), int64(0)
+		for lcn := int64(0); lcn < v.Clusters(); lcn++ {
+			if bitSet(bits, lcn) {
+				cur = 0
+				continue
+			}
+			cur++
+			largest = max(largest, cur)
+		}
+		grow := int(largest+16) * int(v.ClusterSize)
 		content := append(bytes.Clone(old), randomBytes(10, grow)...)
 		ws, err := v.PlanRewrite(fragPath, content, PlanOptions{})
 		if err != nil {
@@ -300,11 +312,14 @@ func TestPlanRewriteFragmented(t *testing.T) {
 		wantAlloc := (int64(len(content)) + v.ClusterSize - 1) / v.ClusterSize * v.ClusterSize
 		checkApplied(t, cp, fragPath, content, wantAlloc, before)
 		after := ntfsclusterRuns(t, cp, fragPath)
-		t.Logf("%d runs before, %d after growing by 40 clusters", len(runsBefore), len(after))
-		if len(after) <= len(runsBefore) {
-			t.Errorf("%d runs after growing into 8-cluster holes, %d before: want more", len(after), len(runsBefore))
+		t.Logf("%d runs before, %d after growing by %d clusters (largest free extent %d)", len(runsBefore), len(after), largest+16, largest)
+		if len(after) < len(runsBefore)+2 {
+			t.Errorf("%d runs after growing past the largest free extent, %d before: want at least 2 more", len(after), len(runsBefore))
 		}
 		checkBitmapHolds(t, cp, fragPath, content)
+		if got, err := execOutput("ntfscat", "-a", "0x80", "-n", fragStream, cp, fragPath); err != nil || string(got) != fragStreamData {
+			t.Errorf("named stream %s after the rewrite: %q (err %v), want %q", fragStream, got, err, fragStreamData)
+		}
 	})
 	if got := testutil.FileSHA256(t, img); got != origSHA {
 		t.Errorf("source image changed: sha256 %s, was %s", got, origSHA)
