@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/kvmify/kvmify/disk"
@@ -142,5 +144,61 @@ func TestOverlayInfoCLI(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != c.code || !strings.Contains(stderr.String(), c.msg) {
 			t.Errorf("kvmify %v: %v, stderr %q; want exit %d mentioning %q", c.args, err, stderr.String(), c.code, c.msg)
 		}
+	}
+}
+
+// TestOverlayInfoAfterServe writes through 'kvmify serve' with qemu-io and
+// checks that 'overlay info' lists exactly the blocks qemu-io changed.
+func TestOverlayInfoAfterServe(t *testing.T) {
+	qemuIO := testutil.RequireTool(t, "qemu-io")
+	nbdinfo := testutil.RequireTool(t, "nbdinfo")
+	bin := testutil.BuildKvmify(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(src, bytes.Repeat([]byte{0x5a}, 32*ovBlock), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	sum := testutil.FileSHA256(t, src)
+	ov := filepath.Join(dir, "disk.ov")
+	sock := filepath.Join(dir, "s.sock")
+	server := startServeOverlay(t, bin, nbdinfo, src, ov, sock)
+	defer func() {
+		server.Process.Signal(syscall.SIGTERM)
+		server.Wait()
+	}()
+	out, err := exec.Command(qemuIO, "-f", "raw", "nbd+unix:///?socket="+sock,
+		"-c", fmt.Sprintf("write -P 1 %d %d", 1*ovBlock+512, 1024), // block 1
+		"-c", fmt.Sprintf("write -P 2 %d %d", 2*ovBlock, 2*ovBlock), // blocks 2-3
+		"-c", fmt.Sprintf("write -z %d %d", 8*ovBlock, 3*ovBlock), // blocks 8-10
+		"-c", fmt.Sprintf("discard %d %d", 20*ovBlock, ovBlock), // block 20
+		"-c", "flush").CombinedOutput()
+	if err != nil {
+		t.Fatalf("qemu-io: %v\n%s", err, out)
+	}
+	server.Process.Signal(syscall.SIGTERM)
+	if err := server.Wait(); err != nil {
+		t.Fatalf("kvmify serve did not stop cleanly: %v", err)
+	}
+	var buf bytes.Buffer
+	if err := runOverlayInfo(context.Background(), overlayInfoOptions{JSON: true}, []string{ov}, &buf); err != nil {
+		t.Fatal(err)
+	}
+	var got overlayInfoJSON
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []overlayExtentJSON{
+		{Offset: 1 * ovBlock, Length: 3 * ovBlock, Kind: "data"},
+		{Offset: 8 * ovBlock, Length: 3 * ovBlock, Kind: "zero"},
+		{Offset: 20 * ovBlock, Length: ovBlock, Kind: "zero"},
+	}
+	if !reflect.DeepEqual(got.Extents, want) {
+		t.Fatalf("extents after qemu-io through kvmify serve = %+v, want %+v", got.Extents, want)
+	}
+	if got.SourceSize != 32*ovBlock {
+		t.Fatalf("source_size %d", got.SourceSize)
+	}
+	if testutil.FileSHA256(t, src) != sum {
+		t.Fatal("source image changed")
 	}
 }

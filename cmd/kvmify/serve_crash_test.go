@@ -137,23 +137,7 @@ func TestServeCrashConsistency(t *testing.T) {
 
 	start := func() *exec.Cmd {
 		t.Helper()
-		os.Remove(sock)
-		cmd := exec.Command(bin, "serve", src, "--no-patch", "--overlay", ov, "--unix", sock)
-		var logs bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			if exec.Command(nbdinfo, "--size", uri).Run() == nil {
-				return cmd
-			}
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("kvmify serve did not come up: %s", logs.String())
-			}
-		}
+		return startServeOverlay(t, bin, nbdinfo, src, ov, sock)
 	}
 
 	iterations := 12
@@ -236,5 +220,29 @@ func TestServeCrashConsistency(t *testing.T) {
 	t.Logf("%d server kills, %d acknowledged flushes verified through qemu-img", iterations, acked)
 	if got := testutil.FileSHA256(t, src); got != srcSum {
 		t.Fatal("source image changed")
+	}
+}
+
+// startServeOverlay starts 'kvmify serve --no-patch' of src with overlay ov
+// on the unix socket sock and waits until nbdinfo can connect.
+func startServeOverlay(t *testing.T, bin, nbdinfo, src, ov, sock string) *exec.Cmd {
+	t.Helper()
+	os.Remove(sock) // a killed server leaves its socket behind
+	uri := "nbd+unix:///?socket=" + sock
+	cmd := exec.Command(bin, "serve", src, "--no-patch", "--overlay", ov, "--unix", sock)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if exec.Command(nbdinfo, "--size", uri).Run() == nil {
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("kvmify serve did not come up: %s", logs.String())
+		}
 	}
 }
