@@ -90,6 +90,16 @@ func (b *clusterBitmap) skipUsed(lcn, to int64) int64 {
 func (b *clusterBitmap) freeRunAt(lcn, limit int64) (int64, error) {
 	n := int64(0)
 	for n < limit {
+		if (lcn+n)%bitsPerByte == 0 && n+bitsPerByte <= limit && lcn+n+bitsPerByte <= b.v.clusters {
+			c, start, err := b.chunk((lcn + n) / bitsPerByte)
+			if err != nil {
+				return n, err
+			}
+			if c[(lcn+n)/bitsPerByte-start] == 0 {
+				n += bitsPerByte
+				continue
+			}
+		}
 		u, err := b.used(lcn + n)
 		if err != nil || u {
 			return n, err
@@ -99,62 +109,65 @@ func (b *clusterBitmap) freeRunAt(lcn, limit int64) (int64, error) {
 	return n, nil
 }
 
-// allocate finds need free clusters and marks them used. It prefers, in
-// order: clusters right after goal (so the last run just grows), the first
-// free extent large enough at or after goal, then one before goal, and
-// finally as many free extents as it takes, in that same search order.
-func (b *clusterBitmap) allocate(need, goal int64) ([]Run, error) {
-	if goal < 0 || goal >= b.v.clusters {
-		goal = 0
-	}
-	var picked []Run
-	if n, err := b.freeRunAt(goal, need); err != nil {
-		return nil, err
-	} else if n == need {
-		picked = []Run{{LCN: goal, Length: need}}
-	} else {
-		var frags []Run
-		fragTotal := int64(0)
-		scan := func(from, to int64) error {
-			for lcn := from; lcn < to && picked == nil; {
-				u, err := b.used(lcn)
-				if err != nil {
-					return err
-				}
-				if u {
-					lcn = b.skipUsed(lcn, to)
-					continue
-				}
-				n, err := b.freeRunAt(lcn, min(need, to-lcn))
-				if err != nil {
-					return err
-				}
-				if n == need {
-					picked = []Run{{LCN: lcn, Length: need}}
-					return nil
-				}
-				if fragTotal < need {
-					take := min(n, need-fragTotal)
-					frags = append(frags, Run{LCN: lcn, Length: take})
-					fragTotal += take
-				}
-				lcn += n
-			}
+// freeExtents calls fn for each run of free clusters that starts in
+// [from, to), in order, until fn returns false. Runs are clipped to to and
+// measured only up to limit clusters, so a search on a nearly empty volume
+// stops reading the bitmap once it has what it needs.
+func (b *clusterBitmap) freeExtents(from, to, limit int64, fn func(start, length int64) bool) error {
+	for lcn := from; lcn < to; {
+		u, err := b.used(lcn)
+		if err != nil {
+			return err
+		}
+		if u {
+			lcn = b.skipUsed(lcn, to)
+			continue
+		}
+		n, err := b.freeRunAt(lcn, min(limit, to-lcn))
+		if err != nil {
+			return err
+		}
+		if !fn(lcn, n) {
 			return nil
 		}
-		if err := scan(goal, b.v.clusters); err != nil {
+		lcn += n
+	}
+	return nil
+}
+
+// allocate finds need free clusters and marks them used. It prefers, in
+// order: clusters right after goal (so the last run just grows), the
+// nearest free extent that holds all of them (searching after goal first,
+// then before it, only as far back as the best candidate after), and
+// finally as many free extents as it takes, taken from goal onwards and
+// then from the volume's start.
+func (b *clusterBitmap) allocate(need, goal int64) ([]Run, error) {
+	clusters := b.v.clusters
+	if goal < 0 || goal >= clusters {
+		goal = 0
+	}
+	picked, err := b.nearestFit(need, goal)
+	if err != nil {
+		return nil, err
+	}
+	if picked == nil {
+		var got int64
+		collect := func(start, length int64) bool {
+			take := min(length, need-got)
+			picked = append(picked, Run{LCN: start, Length: take})
+			got += take
+			return got < need
+		}
+		if err := b.freeExtents(goal, clusters, need, collect); err != nil {
 			return nil, err
 		}
-		if picked == nil {
-			if err := scan(0, goal); err != nil {
+		if got < need {
+			if err := b.freeExtents(0, goal, need, collect); err != nil {
 				return nil, err
 			}
 		}
-		if picked == nil {
-			if fragTotal < need {
-				return nil, formatErr(b.s.headerOffset, "$Bitmap", ErrNoSpace, need, "need %d free clusters, volume has %d", need, fragTotal)
-			}
-			picked = frags
+		if got < need {
+			return nil, formatErr(b.s.headerOffset, "$Bitmap", ErrNoSpace, need, "need %d free clusters, volume has %d", need, got)
 		}
 	}
 	for _, r := range picked {
@@ -165,6 +178,47 @@ func (b *clusterBitmap) allocate(need, goal int64) ([]Run, error) {
 		}
 	}
 	return picked, nil
+}
+
+// nearestFit returns the single run of need free clusters closest to goal,
+// or nil when no free extent is that large.
+func (b *clusterBitmap) nearestFit(need, goal int64) ([]Run, error) {
+	after := int64(-1)
+	err := b.freeExtents(goal, b.v.clusters, need, func(start, length int64) bool {
+		if length >= need {
+			after = start
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if after == goal {
+		return []Run{{LCN: goal, Length: need}}, nil
+	}
+	// A candidate before goal ends at most as far from goal as after is.
+	from := int64(0)
+	if after >= 0 {
+		from = max(0, goal-(after-goal)-need)
+	}
+	before := int64(-1)
+	err = b.freeExtents(from, goal, goal-from, func(start, length int64) bool {
+		if length >= need {
+			before = start + length - need // the end nearest goal
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case before >= 0 && (after < 0 || goal-(before+need) < after-goal):
+		return []Run{{LCN: before, Length: need}}, nil
+	case after >= 0:
+		return []Run{{LCN: after, Length: need}}, nil
+	}
+	return nil, nil
 }
 
 // writes returns whole-sector writes of the changed parts of $Bitmap's

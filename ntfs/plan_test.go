@@ -422,6 +422,47 @@ func TestAllocateAcrossHoles(t *testing.T) {
 			free++
 		}
 	}
+	// Nearest single extent, against a brute-force search of the bitmap.
+	fits := func(start, need int64) bool {
+		for lcn := start; lcn < start+need; lcn++ {
+			if lcn < 0 || lcn >= v.Clusters() || bitSet(bits, lcn) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, need := range []int64{1, 8, 9, 30} {
+		for goal := int64(0); goal < v.Clusters(); goal += v.Clusters() / 7 {
+			// Distance is from goal to the start of a fit after it, or
+			// from the end of a fit before it to goal; ties go after.
+			want, best := int64(-1), v.Clusters()
+			for d := int64(0); d < best; d++ {
+				if fits(goal+d, need) {
+					want, best = goal+d, d
+				}
+			}
+			for d := int64(0); d < best; d++ {
+				if goal-d-need >= 0 && fits(goal-d-need, need) {
+					want, best = goal-d-need, d
+				}
+			}
+			bm, err := v.openBitmap()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := bm.allocate(need, goal)
+			if want < 0 {
+				if len(got) < 2 && err == nil {
+					t.Errorf("need %d near %d: got %v, want several runs (no extent is large enough)", need, goal, got)
+				}
+				continue
+			}
+			if err != nil || len(got) != 1 || got[0].LCN != want {
+				t.Errorf("need %d near %d: got %v (err %v), want LCN %d", need, goal, got, err, want)
+			}
+		}
+	}
+
 	bm, err := v.openBitmap()
 	if err != nil {
 		t.Fatal(err)
