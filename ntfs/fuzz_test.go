@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -86,10 +87,7 @@ func FuzzBootSector(f *testing.F) {
 // fuzzVolume is a volume over 1 MiB of patterned bytes for parsers that
 // need a cluster size and bounds.
 func fuzzVolume(recordSize int64) *Volume {
-	disk := make([]byte, 1<<20)
-	for i := range disk {
-		disk[i] = byte(i * 7)
-	}
+	disk := fuzzDisk()
 	return &Volume{r: bytes.NewReader(disk), size: int64(len(disk)), ClusterSize: 4096, RecordSize: recordSize,
 		IndexRecordSize: 4096, SectorSize: 512, clusters: int64(len(disk)) / 4096}
 }
@@ -104,7 +102,13 @@ func FuzzMFTRecord(f *testing.F) {
 			return
 		}
 		v := fuzzVolume(int64(len(b)))
-		rec, err := v.parseRecord(append([]byte(nil), b...), 0, nil)
+		// Half the time make the update sequence consistent first, so
+		// mutations reach the attribute parsers instead of the fixup check.
+		raw := append([]byte(nil), b...)
+		if len(b)%2 == 0 {
+			stampFixups(raw)
+		}
+		rec, err := v.parseRecord(raw, 0, nil)
 		if err != nil {
 			return
 		}
@@ -155,12 +159,13 @@ func FuzzIndex(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) < multiSectorMin || len(b) > maxRecordSize {
+		if len(b) < multiSectorMin || len(b) > maxRecordSize || !fixupsFit(b) {
 			return
 		}
 		raw := append([]byte(nil), b...)
+		stampFixups(raw)
 		if err := applyFixups(raw, 0, "INDX block"); err != nil {
-			return
+			return // an array overlapping a sector end cannot be stamped
 		}
 		entries, err := parseIndexEntries(raw, indxHeaderOff, 0, 0, 0)
 		if err != nil {
@@ -188,3 +193,41 @@ func FuzzLZNT1(f *testing.F) {
 		}
 	})
 }
+
+// fixupsFit reports whether b's update sequence header describes an array
+// that fits b and divides it into sectors, as applyFixups requires.
+func fixupsFit(b []byte) bool {
+	usaOff, usaCount := int(le16(b[usaOffsetOff:])), int(le16(b[usaCountOff:]))
+	if usaCount < 2 || usaOff%2 != 0 || usaOff+2*usaCount > len(b) {
+		return false
+	}
+	stride := len(b) / (usaCount - 1)
+	return stride*(usaCount-1) == len(b) && stride >= multiSectorMin && stride&(stride-1) == 0
+}
+
+// stampFixups protects b as a writer would: each sector's last two bytes
+// move into the update sequence array and the sequence number replaces
+// them. It leaves b alone when its header does not fit.
+func stampFixups(b []byte) {
+	if len(b) < usaCountOff+2 || !fixupsFit(b) {
+		return
+	}
+	usaOff, usaCount := int(le16(b[usaOffsetOff:])), int(le16(b[usaCountOff:]))
+	stride := len(b) / (usaCount - 1)
+	for i := 1; i < usaCount; i++ {
+		end := i*stride - 2
+		// The array may overlap a sector end; stamping in order keeps it
+		// consistent with what applyFixups checks.
+		b[usaOff+2*i], b[usaOff+2*i+1] = b[end], b[end+1]
+		b[end], b[end+1] = b[usaOff], b[usaOff+1]
+	}
+}
+
+// fuzzDisk is built once: fuzz iterations only read it.
+var fuzzDisk = sync.OnceValue(func() []byte {
+	disk := make([]byte, 1<<20)
+	for i := range disk {
+		disk[i] = byte(i * 7)
+	}
+	return disk
+})

@@ -225,7 +225,7 @@ func (ix *dirIndex) lookup(name string) (*IndexEntry, error) {
 			return nil, ErrNotFound
 		}
 		if visited[next] || depth >= maxIndexDepth {
-			return nil, formatErr(ix.alloc.headerOffset, "$INDEX_ALLOCATION", ErrBadIndex, next, "index of directory %d loops back to VCN %d", ix.f.Record.Number, next)
+			return nil, formatErr(ix.allocOffset(), "$INDEX_ALLOCATION", ErrBadIndex, next, "index of directory %d loops back to VCN %d", ix.f.Record.Number, next)
 		}
 		visited[next] = true
 		node, err := ix.readNode(next)

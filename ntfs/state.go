@@ -141,7 +141,7 @@ func itoa16(n uint16) string { return uitoa(uint64(n)) }
 
 func (v *Volume) hibernationState(st *State) error {
 	s, err := v.OpenStream("hiberfil.sys")
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrIsDirectory) {
 		return nil
 	}
 	if err != nil {
