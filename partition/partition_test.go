@@ -280,3 +280,23 @@ func TestTruncatedAndEmpty(t *testing.T) {
 		t.Errorf("zero disk: %v", err)
 	}
 }
+
+// TestMBR4096 reads an MBR written for 4096-byte sectors: the sector size
+// is inferred from where the partition's boot sector is found.
+func TestMBR4096(t *testing.T) {
+	path, o := makeDisk(t, 64, "label: dos\nsize=8M, type=7\nsize=4M, type=83\n", 4096)
+	start := o.PartitionTable.Partitions[0].Start * 4096
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot := make([]byte, 512)
+	copy(boot[oemIDOffset:], "NTFS    ")
+	boot[bootSignatureOffset], boot[bootSignatureOffset+1] = 0x55, 0xaa
+	if _, err := f.WriteAt(boot, start); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	tab := readTable(t, path)
+	compareWithSfdisk(t, tab, o)
+}
