@@ -13,6 +13,10 @@ import (
 	"github.com/kvmify/kvmify/internal/testutil"
 )
 
+// linkOfTarget marks, in a map of expected file hashes, a hard link of the
+// rewritten file: it must read as the new content.
+var linkOfTarget [32]byte
+
 // checkApplied verifies a plan applied to cp with the ntfs-3g tools: the
 // file reads back as content through ntfscat and an ntfs-3g mount,
 // ntfsinfo and ntfscluster agree with the expected sizes, every cluster of
@@ -53,6 +57,9 @@ func checkApplied(t *testing.T, cp, p string, content []byte, wantAlloc int64, b
 		t.Errorf("%s through an ntfs-3g mount does not have the new content", p)
 	}
 	for name, h := range before {
+		if h == linkOfTarget {
+			h = sha256.Sum256(content)
+		}
 		if name != p && after[name] != h {
 			t.Errorf("%s changed", name)
 		}
@@ -493,6 +500,9 @@ func TestAllocateAcrossHoles(t *testing.T) {
 	}
 }
 
+// linksTarget is a file given many hard links.
+const linksTarget = "/links/target"
+
 // The corpus disk's NTFS partition: its start is stated in the corpus
 // README, its length is the MBR entry's (sfdisk -d). The copy must end
 // where the partition does, or ntfsfix misses the backup boot sector.
@@ -524,6 +534,47 @@ func TestPlanRewriteWindowsVolume(t *testing.T) {
 	origSHA := testutil.FileSHA256(t, img)
 	before := treeHashes(t, img)
 	planCases(t, img, target, before)
+	if got := testutil.FileSHA256(t, img); got != origSHA {
+		t.Errorf("source image changed: sha256 %s, was %s", got, origSHA)
+	}
+}
+
+// TestPlanRewriteAttributeList rewrites a file whose 60 hard links push its
+// $FILE_NAME attributes into extension records ($ATTRIBUTE_LIST), so the
+// sizes are patched in several records and in every link's $I30 entry.
+func TestPlanRewriteAttributeList(t *testing.T) {
+	planTools(t)
+	img := buildPlanImage(t, 4096, 24, false)
+	withMount(t, img, "", func(mnt string) {
+		target := path.Join(mnt, linksTarget)
+		if err := os.MkdirAll(path.Dir(target), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(target, randomBytes(14, planHiveBase+1000), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 60 {
+			if err := os.Link(target, path.Join(path.Dir(target), "hard-link-with-a-rather-long-name-to-fill-the-record-"+strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	v := openVolumeFile(t, img)
+	f, _, err := v.Lookup(linksTarget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.AttrList) == 0 || len(f.Extensions) == 0 {
+		t.Fatalf("%s has no attribute list (%d extension records): the image does not exercise it", linksTarget, len(f.Extensions))
+	}
+	origSHA := testutil.FileSHA256(t, img)
+	before := treeHashes(t, img)
+	for name := range before {
+		if path.Dir(name) == path.Dir(linksTarget) {
+			before[name] = linkOfTarget
+		}
+	}
+	planCases(t, img, linksTarget, before)
 	if got := testutil.FileSHA256(t, img); got != origSHA {
 		t.Errorf("source image changed: sha256 %s, was %s", got, origSHA)
 	}
