@@ -43,6 +43,20 @@ type PlanOptions struct {
 
 // PlanRewrite returns the writes that make the file at path (optionally
 // "file:stream") read back as content, without applying any of them.
+//
+// The plan depends only on the volume's current bytes. Writes are sorted
+// by offset and never overlap; data and $Bitmap writes are whole sectors,
+// MFT records and INDX blocks are written whole with a new update
+// sequence number (split where a record spans non-adjacent clusters).
+// Only sectors whose bytes change are written, so rewriting a hive with a
+// few edited pages plans a few sector writes. A length change also
+// rewrites the $DATA sizes, the file's $FILE_NAME sizes and its parents'
+// $I30 entries; growth past the allocation takes free clusters from
+// $Bitmap next to or near the last run and re-encodes the runlist in the
+// record (ErrRunlistFull when it no longer fits). Resident, compressed,
+// encrypted and sparse streams, directories and system files are refused
+// with ErrNotPlannable, an unsafe volume with ErrUnsafeVolume unless
+// opts.AllowUnsafeVolume is set.
 func (v *Volume) PlanRewrite(path string, content []byte, opts PlanOptions) ([]Write, error) {
 	f, stream, err := v.Lookup(path)
 	if err != nil {
