@@ -1,6 +1,7 @@
 package ntfs
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -180,5 +181,52 @@ func copyFile(t *testing.T, from, to string) {
 	defer out.Close()
 	if _, err := io.Copy(out, in); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStateLogFileVersion2 relabels the corpus disk's restart pages as LFS
+// 2.0, the version Windows 8 and later write, in an in-memory copy.
+func TestStateLogFileVersion2(t *testing.T) {
+	path := testutil.CorpusFile(t, "disk-mbr-ntfs-win-32M.raw")
+	disk, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := disk[128*512:]
+	v, err := Open(bytes.NewReader(part), int64(len(part)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf, err := v.OpenRecord(RecordLogFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := lf.Stream("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := s.diskExtents(0, 2*4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both restart pages (the first two 4 KiB log pages) get major 2, minor 0.
+	for _, page := range []int64{0, 4096} {
+		off := ex[0].Offset + page
+		if len(ex) != 1 || string(part[off:off+4]) != rstrSignature {
+			t.Skip("restart pages not where expected")
+		}
+		part[off+rstrMajorOff], part[off+rstrMajorOff+1] = 2, 0
+		part[off+rstrMinorOff], part[off+rstrMinorOff+1] = 0, 0
+	}
+	v, err = Open(bytes.NewReader(part), int64(len(part)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := v.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LogFileVersion != "2.0" {
+		t.Errorf("LogFileVersion %q, want 2.0", st.LogFileVersion)
 	}
 }

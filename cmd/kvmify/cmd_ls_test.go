@@ -140,6 +140,22 @@ func testLsCatErrors(t *testing.T, dir string) {
 	if err := runLs(t.Context(), lsOptions{partition: 9}, []string{image}, io.Discard); err == nil {
 		t.Error("ls on a missing partition succeeded")
 	}
+	// A BitLocker OEM ID on the NTFS partition of a copy: the default
+	// partition choice must still name BitLocker, not "no NTFS".
+	img := cliImages[0]
+	locked := partitionCopy(t, image, 0, img.start+img.size)
+	f, err := os.OpenFile(locked, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("-FVE-FS-"), img.start+3); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	err = runLs(t.Context(), lsOptions{}, []string{locked}, io.Discard)
+	if !errors.Is(err, ntfs.ErrBitLocker) {
+		t.Errorf("ls on a BitLocker volume: %v", err)
+	}
 }
 
 // testLsCatExitCodes runs the built binary like a user.

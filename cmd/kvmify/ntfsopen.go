@@ -14,6 +14,7 @@ import (
 const (
 	ntfsOEMIDOffset = 3
 	ntfsOEMID       = "NTFS    "
+	bitLockerOEMID  = "-FVE-FS-"
 )
 
 // openNTFS opens the image read-only and the NTFS volume on partition
@@ -37,7 +38,7 @@ func volumeOn(r io.ReaderAt, size int64, partNum int) (*ntfs.Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	var chosen *parttable.Partition
+	var chosen, bitlocker *parttable.Partition
 	for i := range tab.Partitions {
 		p := &tab.Partitions[i]
 		if partNum != 0 {
@@ -48,10 +49,19 @@ func volumeOn(r io.ReaderAt, size int64, partNum int) (*ntfs.Volume, error) {
 			continue
 		}
 		oem := make([]byte, len(ntfsOEMID))
-		if _, err := r.ReadAt(oem, p.Start+ntfsOEMIDOffset); err == nil && bytes.Equal(oem, []byte(ntfsOEMID)) {
-			chosen = p
-			break
+		if _, err := r.ReadAt(oem, p.Start+ntfsOEMIDOffset); err == nil {
+			if bytes.Equal(oem, []byte(ntfsOEMID)) {
+				chosen = p
+				break
+			}
+			if bytes.Equal(oem, []byte(bitLockerOEMID)) && bitlocker == nil {
+				bitlocker = p
+			}
 		}
+	}
+	if chosen == nil && bitlocker != nil {
+		// Let ntfs.Open explain that the volume is encrypted.
+		chosen = bitlocker
 	}
 	switch {
 	case chosen == nil && partNum != 0:
