@@ -156,7 +156,7 @@ func buildPlanImage(t *testing.T, cs int64, sizeMB int, fragment bool) string {
 	return img
 }
 
-// writeInterleaved grows fragPath 8 clusters at a time, writing a spacer
+// writeInterleaved grows fragPath to a hive-like 6 MiB, 32 clusters at a time, writing a spacer
 // file after each piece, so ntfs-3g's next-fit allocator fragments it.
 func writeInterleaved(t *testing.T, mnt string, cs int64) {
 	t.Helper()
@@ -164,8 +164,8 @@ func writeInterleaved(t *testing.T, mnt string, cs int64) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	piece := int(8 * cs)
-	data := randomBytes(4, 20*piece+123)
+	piece := int(32 * cs)
+	data := randomBytes(4, 48*piece+123)
 	for i := 0; i*piece < len(data); i++ {
 		f, err := os.OpenFile(filepath.Join(mnt, fragPath), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
