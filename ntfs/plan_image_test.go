@@ -156,8 +156,9 @@ func buildPlanImage(t *testing.T, cs int64, sizeMB int, fragment bool) string {
 	return img
 }
 
-// writeInterleaved grows fragPath to a hive-like 6 MiB, 32 clusters at a time, writing a spacer
-// file after each piece, so ntfs-3g's next-fit allocator fragments it.
+// writeInterleaved grows fragPath to a hive-like 6 MiB, 32 clusters at a
+// time, writing a spacer file after each piece, so ntfs-3g's next-fit
+// allocator fragments it.
 func writeInterleaved(t *testing.T, mnt string, cs int64) {
 	t.Helper()
 	dir := filepath.Join(mnt, filepath.Dir(fragPath))
