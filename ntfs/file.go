@@ -50,10 +50,10 @@ func (v *Volume) OpenRecord(n uint64) (*File, error) {
 		return nil, err
 	}
 	if !rec.InUse() {
-		return nil, formatErr(rec.Extents[0].Offset, "MFT record", ErrNotFound, n, "record %d is not in use", n)
+		return nil, formatErr(rec.DiskOffset(), "MFT record", ErrNotFound, n, "record %d is not in use", n)
 	}
 	if rec.BaseRecord != 0 {
-		return nil, formatErr(rec.Extents[0].Offset+recBaseRecordOff, "MFT record", ErrBadRecord, rec.BaseRecord, "record %d is an extension of record %d", n, rec.BaseRecord)
+		return nil, formatErr(rec.DiskOffset()+recBaseRecordOff, "MFT record", ErrBadRecord, rec.BaseRecord, "record %d is an extension of record %d", n, rec.BaseRecord)
 	}
 	return v.fileFromRecord(rec)
 }
@@ -91,7 +91,7 @@ func (v *Volume) fileFromRecord(rec *Record) (*File, error) {
 			return nil, err
 		}
 		if ext.BaseRecord != rec.Number {
-			return nil, formatErr(ext.Extents[0].Offset+recBaseRecordOff, "MFT record", ErrBadRecord, ext.BaseRecord,
+			return nil, formatErr(ext.DiskOffset()+recBaseRecordOff, "MFT record", ErrBadRecord, ext.BaseRecord,
 				"record %d listed in the attribute list of record %d belongs to record %d", e.Record, rec.Number, ext.BaseRecord)
 		}
 		f.Extensions = append(f.Extensions, ext)
@@ -157,7 +157,7 @@ func (f *File) stream(t AttrType, name string) (*Stream, error) {
 		if name != "" {
 			what += " stream " + name
 		}
-		return nil, formatErr(f.Record.Extents[0].Offset, "MFT record", ErrNotFound, f.Record.Number, "record %d has no %s", f.Record.Number, what)
+		return nil, formatErr(f.Record.DiskOffset(), "MFT record", ErrNotFound, f.Record.Number, "record %d has no %s", f.Record.Number, what)
 	}
 	return f.v.newStream(frags)
 }

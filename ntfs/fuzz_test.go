@@ -89,7 +89,7 @@ func FuzzBootSector(f *testing.F) {
 func fuzzVolume(recordSize int64) *Volume {
 	disk := fuzzDisk()
 	return &Volume{r: bytes.NewReader(disk), size: int64(len(disk)), ClusterSize: 4096, RecordSize: recordSize,
-		IndexRecordSize: 4096, SectorSize: 512, clusters: int64(len(disk)) / 4096}
+		IndexRecordSize: 4096, SectorSize: 512, clusters: int64(len(disk)) / 4096, upcase: fuzzUpcase()}
 }
 
 func FuzzMFTRecord(f *testing.F) {
@@ -124,6 +124,13 @@ func FuzzMFTRecord(f *testing.F) {
 		if f, err := v.fileFromRecord(rec); err == nil {
 			f.FileNames()
 			f.StreamNames()
+			if s, err := f.Stream(""); err == nil {
+				s.ReadAt(buf, 0)
+			}
+			if ix, err := v.openIndex(f); err == nil {
+				ix.walk(func(*IndexEntry) {})
+				ix.lookup("SYSTEM")
+			}
 		}
 	})
 }
@@ -230,4 +237,17 @@ var fuzzDisk = sync.OnceValue(func() []byte {
 		disk[i] = byte(i * 7)
 	}
 	return disk
+})
+
+// fuzzUpcase is an identity $UpCase table with ASCII folded, as a real
+// volume's would fold it.
+var fuzzUpcase = sync.OnceValue(func() []uint16 {
+	u := make([]uint16, upcaseEntries)
+	for i := range u {
+		u[i] = uint16(i)
+		if i >= 'a' && i <= 'z' {
+			u[i] -= 'a' - 'A'
+		}
+	}
+	return u
 })

@@ -66,7 +66,7 @@ type dirIndex struct {
 }
 
 func (v *Volume) openIndex(f *File) (*dirIndex, error) {
-	recOff := f.Record.Extents[0].Offset
+	recOff := f.Record.DiskOffset()
 	var rootAttr *Attr
 	for _, a := range f.Attrs {
 		if a.Type == AttrIndexRoot && a.Name == i30 {
@@ -168,7 +168,7 @@ func subnodeBytes(flags uint16) int {
 // readNode reads, fixes up and parses the INDX block at vcn.
 func (ix *dirIndex) readNode(vcn int64) (*IndexNode, error) {
 	if ix.alloc == nil {
-		return nil, formatErr(ix.f.Record.Extents[0].Offset, "$INDEX_ROOT", ErrBadIndex, vcn, "entry points at subnode VCN %d but directory %d has no $INDEX_ALLOCATION", vcn, ix.f.Record.Number)
+		return nil, formatErr(ix.f.Record.DiskOffset(), "$INDEX_ROOT", ErrBadIndex, vcn, "entry points at subnode VCN %d but directory %d has no $INDEX_ALLOCATION", vcn, ix.f.Record.Number)
 	}
 	off := vcn * ix.vcnSize
 	if vcn < 0 || off/ix.vcnSize != vcn || off+ix.blockSize > ix.alloc.Size() {
@@ -267,7 +267,7 @@ func (ix *dirIndex) walk(fn func(e *IndexEntry)) error {
 
 func (ix *dirIndex) allocOffset() int64 {
 	if ix.alloc == nil {
-		return ix.f.Record.Extents[0].Offset
+		return ix.f.Record.DiskOffset()
 	}
 	return ix.alloc.headerOffset
 }

@@ -141,3 +141,12 @@ func uitoa(n uint64) string {
 	}
 	return string(b[i:])
 }
+
+// DiskOffset is the volume offset of the record's first byte, or -1 for a
+// record parsed from memory.
+func (r *Record) DiskOffset() int64 {
+	if len(r.Extents) == 0 {
+		return -1
+	}
+	return r.Extents[0].Offset
+}
