@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/kvmify/kvmify/internal/testutil"
@@ -577,5 +579,52 @@ func TestPlanRewriteAttributeList(t *testing.T) {
 	planCases(t, img, linksTarget, before)
 	if got := testutil.FileSHA256(t, img); got != origSHA {
 		t.Errorf("source image changed: sha256 %s, was %s", got, origSHA)
+	}
+}
+
+// TestPlanRewriteRefusesDirtyVolume sets the dirty flag in $Volume (the
+// record rewritten with protectFixups, so ntfsinfo's reading of the flag
+// also checks the new update sequence) and expects ErrUnsafeVolume.
+func TestPlanRewriteRefusesDirtyVolume(t *testing.T) {
+	planTools(t)
+	img := buildPlanImage(t, 4096, 24, false)
+	v := openVolumeFile(t, img)
+	vol, err := v.OpenRecord(RecordVolume)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := bytes.Clone(vol.Record.Raw)
+	patched := false
+	for _, a := range vol.Attrs {
+		if a.Type == AttrVolumeInformation && !a.NonResident {
+			valueOff := a.RecordOffset + int(le16(raw[a.RecordOffset+attrValueOffsetOff:]))
+			raw[valueOff+viFlagsOff] |= VolumeFlagDirty
+			patched = true
+		}
+	}
+	if !patched {
+		t.Fatal("$Volume has no resident $VOLUME_INFORMATION")
+	}
+	if err := protectFixups(raw, vol.Record.Extents[0].Offset, "MFT record"); err != nil {
+		t.Fatal(err)
+	}
+	ws := splitWrite(raw, vol.Record.Extents, WriteMFTRecord)
+	// Records 0-3 are mirrored in $MFTMirr, which ntfs-3g compares.
+	mirror := v.Boot().MFTMirrCluster*v.ClusterSize + RecordVolume*v.RecordSize
+	ws = append(ws, Write{Offset: mirror, Data: raw, What: WriteMFTRecord})
+	dirty := applyToCopy(t, img, ws, v.SectorSize)
+	if out := run(t, "ntfsinfo", "-f", "-m", dirty); !regexp.MustCompile(`Volume Flags: 0x[0-9a-f]*[13579bdf]\b`).MatchString(out) {
+		t.Fatalf("ntfsinfo does not see the dirty flag:\n%s", out)
+	}
+	dv := openVolumeFile(t, dirty)
+	old, _ := readAll(t, dv, hivePath)
+	content := bytes.Clone(old)
+	content[0] ^= 1
+	_, err = dv.PlanRewrite(hivePath, content, PlanOptions{})
+	if !errors.Is(err, ErrUnsafeVolume) || !strings.Contains(err.Error(), "dirty") {
+		t.Errorf("dirty volume: got %v, want ErrUnsafeVolume naming the dirty flag", err)
+	}
+	if ws, err := dv.PlanRewrite(hivePath, content, PlanOptions{AllowUnsafeVolume: true}); err != nil || len(ws) != 1 {
+		t.Errorf("dirty volume with override: %d writes, err %v; want 1 write", len(ws), err)
 	}
 }
