@@ -5,6 +5,10 @@ import (
 	"sort"
 )
 
+// maxCompressionUnitBytes bounds the buffer a compressed stream needs;
+// Windows uses 16 clusters of at most 4 KiB.
+const maxCompressionUnitBytes = 1 << 20
+
 // Stream is one attribute's value (usually a $DATA stream) assembled from
 // all its fragments, readable as an io.ReaderAt. Bytes between the
 // initialized size and the data size read as zeros, as do sparse runs.
@@ -97,6 +101,10 @@ func (v *Volume) newStream(frags []*Attr) (*Stream, error) {
 			s.compressed = false
 		} else {
 			s.compressionUnitClusters = 1 << first.CompressionUnit
+			if s.compressionUnitClusters*v.ClusterSize > maxCompressionUnitBytes {
+				return nil, formatErr(s.headerOffset, "attribute", ErrUnsupported, first.CompressionUnit,
+					"compression unit of %d clusters of %d bytes is larger than NTFS writes", s.compressionUnitClusters, v.ClusterSize)
+			}
 		}
 	}
 	if next*v.ClusterSize < s.dataSize && !s.compressed {
