@@ -49,10 +49,14 @@ func (s *Stream) Compressed() bool { return s.compressed }
 // Encrypted reports whether the stream is EFS-encrypted (and so unreadable).
 func (s *Stream) Encrypted() bool { return s.encrypted }
 
-// Sparse reports whether the stream is flagged sparse or has sparse runs.
+// Sparse reports whether the stream is flagged sparse or has holes; the
+// sparse runs that end compressed units do not count.
 func (s *Stream) Sparse() bool {
 	if s.sparse {
 		return true
+	}
+	if s.compressed {
+		return false
 	}
 	for _, r := range s.Runs {
 		if r.Sparse {

@@ -47,6 +47,9 @@ type lsEntry struct {
 	Size       int64    `json:"size"`
 	Directory  bool     `json:"directory"`
 	Streams    []string `json:"streams,omitempty"`
+	Compressed bool     `json:"compressed,omitempty"`
+	Encrypted  bool     `json:"encrypted,omitempty"`
+	Sparse     bool     `json:"sparse,omitempty"`
 	Attributes []lsAttr `json:"attributes,omitempty"`
 }
 
@@ -104,10 +107,10 @@ func runLs(ctx context.Context, opts lsOptions, args []string, stdout io.Writer)
 			if err != nil {
 				return fmt.Errorf("%s: %w", d.Name, err)
 			}
-			entries = append(entries, describe(d.Name, child, opts.long || opts.json))
+			entries = append(entries, describe(d.Name, child, opts.long))
 		}
 	} else {
-		entries = append(entries, describe(displayName(f, path), f, opts.long || opts.json))
+		entries = append(entries, describe(displayName(f, path), f, opts.long))
 	}
 	if opts.json {
 		enc := json.NewEncoder(stdout)
@@ -126,6 +129,7 @@ func describe(name string, f *ntfs.File, withAttrs bool) lsEntry {
 	if !e.Directory && f.HasData() {
 		if s, err := f.Stream(""); err == nil {
 			e.Size = s.Size()
+			e.Compressed, e.Encrypted, e.Sparse = s.Compressed(), s.Encrypted(), s.Sparse()
 		}
 	}
 	if !withAttrs {
