@@ -142,6 +142,9 @@ func (e *Editor) writeValueList(key, oldList, oldCount uint32, offs []uint32) er
 	return nil
 }
 
+// bigDataSegmentSlack is the room left after each big-data segment's data.
+const bigDataSegmentSlack = 4
+
 // storeData writes value data and returns the vk's data size and data
 // offset fields.
 func (e *Editor) storeData(data []byte) (size, off uint32, err error) {
@@ -163,7 +166,10 @@ func (e *Editor) storeData(data []byte) (size, off uint32, err error) {
 	segs := make([]uint32, count)
 	for i := range segs {
 		chunk := data[i*bigDataSegmentSize : min(len(data), (i+1)*bigDataSegmentSize)]
-		if segs[i], err = e.alloc.alloc(len(chunk)); err != nil {
+		// Each segment cell gets 4 bytes beyond its data: libhivex reads a
+		// segment as its cell size minus 8 (true of the 16344-byte segments
+		// Windows writes), so a tighter cell would lose the last bytes there.
+		if segs[i], err = e.alloc.alloc(len(chunk) + bigDataSegmentSlack); err != nil {
 			return 0, 0, err
 		}
 		copy(e.cellBytes(segs[i]), chunk)
