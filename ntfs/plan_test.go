@@ -224,6 +224,22 @@ func planCases(t *testing.T, img, target string, before map[string][32]byte) {
 		if got, was := countBits(bitmapBits(t, cp)), countBits(bitmapBits(t, img)); got != was+added {
 			t.Errorf("$Bitmap has %d clusters in use, want %d + %d", got, was, added)
 		}
+		// ntfscluster -c scans every inode: the new clusters belong to
+		// the target and to nothing else.
+		f, _, err := v.Lookup(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner := "Inode " + strconv.FormatUint(f.Number(), 10) + " /"
+		for _, r := range ntfsclusterRuns(t, cp, target) {
+			if r.VCN*cs < oldAlloc {
+				continue
+			}
+			out := run(t, "ntfscluster", "-c", strconv.FormatInt(r.LCN, 10)+"-"+strconv.FormatInt(r.LCN+r.Length-1, 10), cp)
+			if !strings.Contains(out, owner) || !strings.Contains(out, "one inode found") {
+				t.Errorf("ntfscluster -c on new run %+v:\n%s", r, out)
+			}
+		}
 		checkBitmapHolds(t, cp, target, content)
 	})
 }
