@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // Write kinds, naming the structure a planned write changes.
@@ -112,7 +113,7 @@ func (v *Volume) checkSafe() error {
 	if st.BitLocker {
 		why = append(why, "BitLocker")
 	}
-	return formatErr(0, "volume", ErrUnsafeVolume, nil, "%v; boot and shut down Windows fully (no Fast Startup) or override", why)
+	return formatErr(0, "volume", ErrUnsafeVolume, nil, "%s; boot and shut down Windows fully (no Fast Startup) or override", strings.Join(why, ", "))
 }
 
 // plannable refuses streams whose bytes do not map one to one onto clusters.
