@@ -38,8 +38,7 @@ type PlanOptions struct {
 	// PartitionStart is the volume's byte offset on the disk, added to the
 	// rewriter's volume-relative offsets.
 	PartitionStart int64
-	// Edit produces the patched hive; without it the Plan lists the
-	// registry changes only.
+	// Edit produces the patched hive; nil means RegistryEditor.
 	Edit HiveEditor
 	// Rewrite turns the patched hive into disk writes; nil uses package
 	// ntfs's planner when the install was read through OpenNTFS, and
@@ -102,10 +101,20 @@ func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, err
 		return p, nil
 	}
 	if opts.Edit == nil {
-		p.Notes = append(p.Notes, "no registry editor available: the plan lists registry changes only")
-		return p, nil
+		opts.Edit = RegistryEditor
 	}
-	if p.PatchedHive, err = opts.Edit(in.Hive, p.Changes); err != nil {
+	base := in.Hive
+	if in.HiveState == HiveUnrecoverable {
+		// Only reached with --allow-dirty-hive: the primary as stored is
+		// taken as the truth and marked clean, so Windows will not replay
+		// the (unusable) logs over the patch either.
+		if base, err = markClean(in.Hive); err != nil {
+			return nil, err
+		}
+		p.Notes = append(p.Notes, "the dirty SYSTEM hive is patched as stored, without its logs, and saved clean: "+
+			"whatever the logs held is lost")
+	}
+	if p.PatchedHive, err = opts.Edit(base, p.Changes); err != nil {
 		return nil, fmt.Errorf("windows: editing the SYSTEM hive: %w", err)
 	}
 	ph, err := registry.Open(p.PatchedHive)
@@ -137,6 +146,19 @@ func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, err
 	}
 	p.Extents = extents(p.Writes)
 	return p, nil
+}
+
+// markClean returns a copy of a hive file whose base block says its last
+// write completed (secondary sequence = primary).
+func markClean(hive []byte) ([]byte, error) {
+	bb, err := registry.ParseBaseBlock(hive)
+	if err != nil {
+		return nil, err
+	}
+	out := append([]byte(nil), hive...)
+	bb.SecondarySequence = bb.PrimarySequence
+	bb.Encode(out)
+	return out, nil
 }
 
 // extents merges the writes into sorted, non-overlapping ranges; touching

@@ -61,6 +61,11 @@ func TestPlanWritesOnNTFSDisk(t *testing.T) {
 	for _, tool := range []string{"mkntfs", "ntfs-3g", "sfdisk", "ntfscat", "ntfsinfo"} {
 		testutil.RequireTool(t, tool)
 	}
+	t.Run("registry-editor", func(t *testing.T) { planWritesOnDisk(t, nil) })
+	t.Run("hivex-editor", func(t *testing.T) { planWritesOnDisk(t, hivexEditor(t)) })
+}
+
+func planWritesOnDisk(t *testing.T, edit HiveEditor) {
 	dir := t.TempDir()
 	root := windowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers)
 	img := filepath.Join(dir, "disk.img")
@@ -77,7 +82,7 @@ func TestPlanWritesOnNTFSDisk(t *testing.T) {
 		t.Fatalf("Find: %v %+v", err, vols)
 	}
 	v := vols[0]
-	p, err := PlanPatch(v.Installs[0], bootfix.TargetIDE, PlanOptions{PartitionStart: v.Partition.Start, Edit: hivexEditor(t)})
+	p, err := PlanPatch(v.Installs[0], bootfix.TargetIDE, PlanOptions{PartitionStart: v.Partition.Start, Edit: edit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +90,12 @@ func TestPlanWritesOnNTFSDisk(t *testing.T) {
 		t.Fatalf("plan: after %s %q, %d writes, %d extents, notes %q", p.After.Verdict(), p.After.Reason, len(p.Writes), len(p.Extents), p.Notes)
 	}
 
+	var bytesChanged int64
 	for _, e := range p.Extents {
-		t.Logf("extent %d +%d %s", e.Offset, e.Length, e.What)
+		bytesChanged += e.Length
 	}
+	t.Logf("%d writes, %d extents, %d bytes", len(p.Writes), len(p.Extents), bytesChanged)
+	hivexReadBack(t, p.PatchedHive, p.Changes)
 	part := filepath.Join(dir, "part.img")
 	if err := os.WriteFile(part, src[v.Partition.Start:v.Partition.Start+v.Partition.Size], 0o644); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 # Applies bootfix changes (JSON on stdin) to a hive file with python3-hivex,
 # an implementation independent of kvmify's registry editor, then reads every
-# changed value back from a fresh handle and prints it as JSON.
+# changed value back from a fresh handle and prints it as JSON. With
+# --read-only as the second argument it only reads the values back (to check
+# a hive someone else patched).
 import hivex, json, sys
 
 path = sys.argv[1]
@@ -20,8 +22,9 @@ def nav(h, key, create):
             return None
     return n
 
-h = hivex.Hivex(path, write=True)
-for c in changes:
+read_only = len(sys.argv) > 2 and sys.argv[2] == "--read-only"
+h = hivex.Hivex(path, write=not read_only)
+for c in ([] if read_only else changes):
     node = nav(h, c["key"], c["op"] == "set")
     vals = []
     for v in h.node_values(node):
@@ -33,7 +36,8 @@ for c in changes:
     if c["op"] == "set":
         vals.append({"key": c["value"], "t": c["type"], "value": bytes.fromhex(c["data"])})
     h.node_set_values(node, vals)
-h.commit(None)
+if not read_only:
+    h.commit(None)
 
 h = hivex.Hivex(path)
 out = []
