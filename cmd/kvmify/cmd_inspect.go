@@ -51,12 +51,13 @@ Exit status: 0 success (whatever the predictions say), 1 unreadable image,
 	return cmd
 }
 
-// runInspect prints what inspectImage finds in args[0].
+// runInspect prints what openImage finds in args[0].
 func runInspect(ctx context.Context, opts inspectOptions, args []string, stdout io.Writer) error {
-	vols, err := inspectImage(args[0])
+	vols, closeImage, err := openImage(args[0])
 	if err != nil {
 		return err
 	}
+	defer closeImage()
 	rep := inspectReport{Image: args[0], Partitions: make([]partitionJSON, 0, len(vols))}
 	for _, v := range vols {
 		rep.Partitions = append(rep.Partitions, partitionReport(v))
@@ -69,12 +70,22 @@ func runInspect(ctx context.Context, opts inspectOptions, args []string, stdout 
 	return printInspect(stdout, rep)
 }
 
-// inspectImage finds the volumes and Windows installs of a disk image, or of
-// a directory holding a mounted volume (partition 0).
+// inspectImage is openImage for callers that keep using the volumes until
+// the process exits: the image stays open, since the volumes read it lazily.
 func inspectImage(path string) ([]windows.Volume, error) {
+	vols, _, err := openImage(path)
+	return vols, err
+}
+
+// openImage finds the volumes and Windows installs of a disk image, or of a
+// directory holding a mounted volume (partition 0). The volumes read the
+// image lazily (a plan rewrites through them), so the image stays open
+// until closeImage is called.
+func openImage(path string) (vols []windows.Volume, closeImage func() error, err error) {
+	noop := func() error { return nil }
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, err
+		return nil, noop, err
 	}
 	if fi.IsDir() {
 		fsys := windows.DirFS(path)
@@ -83,14 +94,18 @@ func inspectImage(path string) ([]windows.Volume, error) {
 		if v.Err == nil {
 			v.Installs, v.Err = windows.Inspect(fsys)
 		}
-		return []windows.Volume{v}, nil
+		return []windows.Volume{v}, noop, nil
 	}
 	src, err := disk.OpenSource(path)
 	if err != nil {
-		return nil, err
+		return nil, noop, err
 	}
-	defer src.Close()
-	return windows.Find(src, src.Size(), ntfsOpener)
+	vols, err = windows.Find(src, src.Size(), ntfsOpener)
+	if err != nil {
+		src.Close()
+		return nil, noop, err
+	}
+	return vols, src.Close, nil
 }
 
 // ntfsOpener reads NTFS volumes for Find.

@@ -86,10 +86,11 @@ func runPlan(ctx context.Context, opts planOptions, args []string, stdout io.Wri
 	if err != nil {
 		return usagef("--extras: %v", err)
 	}
-	vols, err := inspectImage(args[0])
+	vols, closeImage, err := openImage(args[0])
 	if err != nil {
 		return err
 	}
+	defer closeImage()
 	vol, err := pickVolume(vols, opts.Partition)
 	if err != nil {
 		return err

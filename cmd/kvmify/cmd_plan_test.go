@@ -94,12 +94,28 @@ func TestEndToEndDisk(t *testing.T) {
 			}
 			var plan struct {
 				Changes []planChange `json:"registry_changes"`
+				Extents []struct {
+					Offset int64  `json:"offset"`
+					Length int64  `json:"length"`
+					What   string `json:"what"`
+				} `json:"extents"`
+				After *targetVerdict `json:"after"`
 			}
 			if err := json.Unmarshal(run(t, bin, "plan", "--json", "--target", tc.target, img), &plan); err != nil {
 				t.Fatal(err)
 			}
 			if len(plan.Changes) == 0 {
 				t.Fatal("plan has no registry changes")
+			}
+			if plan.After == nil || !plan.After.OK || len(plan.Extents) == 0 {
+				t.Errorf("plan: after %+v, %d extents; want boots with disk extents", plan.After, len(plan.Extents))
+			}
+			for _, e := range plan.Extents {
+				// The partition starts at 1 MiB and the hive keeps its size, so
+				// only its data changes.
+				if e.Offset < 1<<20 || e.What != "data" {
+					t.Errorf("extent %+v outside the partition or not hive data", e)
+				}
 			}
 
 			// Patch a copy: partition out, hive out, hivex edits, hive in, partition in.
