@@ -61,15 +61,31 @@ func TestPlanWritesOnNTFSDisk(t *testing.T) {
 	for _, tool := range []string{"mkntfs", "ntfs-3g", "sfdisk", "ntfscat", "ntfsinfo"} {
 		testutil.RequireTool(t, tool)
 	}
-	t.Run("registry-editor", func(t *testing.T) { planWritesOnDisk(t, nil) })
-	t.Run("hivex-editor", func(t *testing.T) { planWritesOnDisk(t, hivexEditor(t)) })
+	xp := diskCase{"xp-sp3-x86.SYSTEM", nil, ideDrivers, bootfix.TargetIDE, "24"}
+	t.Run("xp/registry-editor", func(t *testing.T) { planWritesOnDisk(t, xp, nil) })
+	t.Run("xp/hivex-editor", func(t *testing.T) { planWritesOnDisk(t, xp, hivexEditor(t)) })
+	t.Run("win7", func(t *testing.T) {
+		planWritesOnDisk(t, diskCase{"win7-sp1-x64.SYSTEM", nil, []string{"msahci.sys", "disk.sys"}, bootfix.TargetAHCI, "48"}, nil)
+	})
+	t.Run("win10-from-logs", func(t *testing.T) {
+		planWritesOnDisk(t, diskCase{"win10-1709-x64.SYSTEM", []string{".LOG1", ".LOG2"}, []string{"storahci.sys", "disk.sys"}, bootfix.TargetAHCI, "64"}, nil)
+	})
 }
 
-func planWritesOnDisk(t *testing.T, edit HiveEditor) {
+// diskCase is a Windows-like disk to build for TestPlanWritesOnNTFSDisk.
+type diskCase struct {
+	hive    string
+	logs    []string
+	drivers []string
+	target  bootfix.Target
+	sizeMB  string
+}
+
+func planWritesOnDisk(t *testing.T, dc diskCase, edit HiveEditor) {
 	dir := t.TempDir()
-	root := windowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers)
+	root := windowsTree(t, dc.hive, dc.logs, dc.drivers)
 	img := filepath.Join(dir, "disk.img")
-	if out, err := exec.Command(filepath.Join(testutil.RepoRoot(), "scripts", "mkdisk.sh"), img, "24", root).CombinedOutput(); err != nil {
+	if out, err := exec.Command(filepath.Join(testutil.RepoRoot(), "scripts", "mkdisk.sh"), img, dc.sizeMB, root).CombinedOutput(); err != nil {
 		t.Skipf("mkdisk.sh needs root and FUSE: %v\n%s", err, out)
 	}
 	srcSum := testutil.FileSHA256(t, img)
@@ -82,7 +98,7 @@ func planWritesOnDisk(t *testing.T, edit HiveEditor) {
 		t.Fatalf("Find: %v %+v", err, vols)
 	}
 	v := vols[0]
-	p, err := PlanPatch(v.Installs[0], bootfix.TargetIDE, PlanOptions{PartitionStart: v.Partition.Start, Edit: edit})
+	p, err := PlanPatch(v.Installs[0], dc.target, PlanOptions{PartitionStart: v.Partition.Start, Edit: edit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +151,7 @@ func planWritesOnDisk(t *testing.T, edit HiveEditor) {
 	if !bytes.Equal(out, p.PatchedHive) {
 		t.Errorf("ntfs-3g reads back %d bytes that differ from the %d-byte patched hive", len(out), len(p.PatchedHive))
 	}
-	for _, d := range ideDrivers {
+	for _, d := range dc.drivers {
 		if b, err := exec.Command("ntfscat", part, "Windows/System32/drivers/"+d).Output(); err != nil || string(b) != "MZ dummy driver" {
 			t.Errorf("%s after patch: %q %v", d, b, err)
 		}
@@ -144,7 +160,10 @@ func planWritesOnDisk(t *testing.T, edit HiveEditor) {
 	if err != nil || len(again) != 1 || len(again[0].Installs) != 1 {
 		t.Fatalf("Find on the patched disk: %v %+v", err, again)
 	}
-	if pr, _ := again[0].Installs[0].Prediction(bootfix.TargetIDE); !pr.OK {
+	if in := again[0].Installs[0]; in.HiveState != HiveClean {
+		t.Errorf("patched hive on disk is %s, want clean", in.HiveState)
+	}
+	if pr, _ := again[0].Installs[0].Prediction(dc.target); !pr.OK {
 		t.Errorf("patched disk still predicts %s: %s", pr.Verdict(), pr.Reason)
 	}
 	if s := testutil.FileSHA256(t, img); s != srcSum {
