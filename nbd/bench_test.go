@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"encoding/binary"
 	"io"
+	"os/exec"
+
+	"github.com/kvmify/kvmify/internal/testutil"
 	"testing"
 )
 
@@ -78,3 +81,20 @@ func BenchmarkRead4KRandomQD1(b *testing.B)    { benchIO(b, CmdRead, 4096, 1, tr
 func BenchmarkRead4KRandomQD32(b *testing.B)   { benchIO(b, CmdRead, 4096, 32, true) }
 func BenchmarkRead256KSeqQD8(b *testing.B)     { benchIO(b, CmdRead, 256<<10, 8, false) }
 func BenchmarkWrite64KRandomQD16(b *testing.B) { benchIO(b, CmdWrite, 64<<10, 16, true) }
+
+// BenchmarkNbdcopySeqRead has nbdcopy (multi-conn, 64 requests in flight per
+// connection) read the whole export, as the side-by-side harness does.
+func BenchmarkNbdcopySeqRead(b *testing.B) {
+	nbdcopy := testutil.RequireTool(b, "nbdcopy")
+	const size = 256 << 20
+	path := makeImage(b, "seq.img", size, 42)
+	sock := startServer(b, oneExport(openFileDisk(b, path), true))
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if out, err := exec.Command(nbdcopy, "--no-extents", unixURI(sock), "null:").CombinedOutput(); err != nil {
+			b.Fatalf("nbdcopy: %v\n%s", err, out)
+		}
+	}
+}

@@ -15,6 +15,14 @@ import (
 // bypass it.
 const readBufferSize = 128 << 10
 
+// socketSendBuffer is the SO_SNDBUF asked for (the kernel caps it at
+// net.core.wmem_max).
+const socketSendBuffer = 2 << 20
+
+// shutdownReadGrace is how long a shutting-down connection keeps accepting
+// requests already on their way.
+const shutdownReadGrace = 500 * time.Millisecond
+
 // shutdownWriteGrace is how long replies to in-flight requests may take to
 // reach the client once the server shuts down.
 const shutdownWriteGrace = 10 * time.Second
@@ -80,6 +88,12 @@ func resolveExport(e Export) *export {
 
 func (c *conn) serve(ctx context.Context) {
 	c.nc = c.raw
+	// A read reply is header plus up to MaxBlockSize bytes; a send buffer
+	// that holds a typical reply whole lets one write finish it instead of
+	// parking the worker on the poller for every partial write.
+	if b, ok := c.raw.(interface{ SetWriteBuffer(int) error }); ok {
+		b.SetWriteBuffer(socketSendBuffer)
+	}
 	defer c.srv.forget(c)
 	defer c.raw.Close()
 	c.raw.SetDeadline(time.Now().Add(c.srv.handshakeTimeout()))
@@ -100,11 +114,13 @@ func (c *conn) serve(ctx context.Context) {
 	c.transmit(exp)
 }
 
-// stop makes the connection finish: a blocked read returns at once, and the
-// request loop then waits for in-flight requests before closing.
+// stop makes the connection finish: reading stops after a short grace, and
+// the request loop then waits for in-flight requests before closing.
 func (c *conn) stop() {
 	c.stopping.Store(true)
-	c.raw.SetReadDeadline(time.Now())
+	// Requests the client sent just before shutdown are still read and
+	// answered for a moment, rather than lost in a reset connection.
+	c.raw.SetReadDeadline(time.Now().Add(shutdownReadGrace))
 	// A client that stopped reading replies must not hold shutdown forever.
 	c.raw.SetWriteDeadline(time.Now().Add(shutdownWriteGrace))
 }

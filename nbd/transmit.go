@@ -126,6 +126,18 @@ func (c *conn) dispatch(req rawRequest) {
 			}
 		}
 	}
+	// With nothing else in flight and no further request already received,
+	// serving in the reader goroutine costs no goroutine start and no
+	// cross-thread wake-up, which is most of the server's CPU overhead at
+	// queue depth 1; a request arriving meanwhile waits at most for this one.
+	if len(c.slots) == 0 && c.r.Buffered() == 0 {
+		c.handle(req, buf)
+		if buf != nil {
+			c.srv.pool.put(buf)
+			c.budget.release(n)
+		}
+		return
+	}
 	c.slots <- struct{}{}
 	c.workers.Add(1)
 	go func() {
