@@ -28,9 +28,9 @@ const (
 	// record's 16-bit count can list.
 	maxValueData = 0xFFFF * bigDataSegmentSize
 	// defaultMaxLeaf is how many subkeys one lf/lh/li list holds before the
-	// editor splits it under an ri list; Windows splits well before the
-	// 16-bit count overflows, and 500 keeps each rewrite of a list small.
-	defaultMaxLeaf = 500
+	// editor splits it in two under an ri list; Windows' own leaves in the
+	// corpus hives hold up to 995 entries.
+	defaultMaxLeaf = 1000
 )
 
 // Editor changes a hive in memory: it works on a private copy of the hive
