@@ -2,6 +2,7 @@ package windows
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/kvmify/kvmify/bootfix"
 	"github.com/kvmify/kvmify/registry"
@@ -9,7 +10,10 @@ import (
 
 // RegistryEditor is the HiveEditor backed by package registry: it applies
 // the changes to a copy of the hive file and returns the saved file, whose
-// sequence numbers are equal (clean) and one past the input's.
+// sequence numbers are equal (clean) and one past the input's. Timestamps it
+// writes are the hive's own last-written time, not the clock, so the same
+// image always yields the same patched bytes (plans made by serve, mount and
+// export agree, and a plan can be recomputed to verify it).
 func RegistryEditor(hive []byte, changes []bootfix.Change) ([]byte, error) {
 	h, err := registry.Open(hive)
 	if err != nil {
@@ -19,6 +23,8 @@ func RegistryEditor(hive []byte, changes []bootfix.Change) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	stamp := h.BaseBlock().LastWritten
+	e.Now = func() time.Time { return stamp }
 	if err := bootfix.Apply(regEditor{e}, changes); err != nil {
 		return nil, err
 	}

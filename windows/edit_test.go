@@ -122,3 +122,32 @@ func TestRegistryEditorCorpus(t *testing.T) {
 		})
 	}
 }
+
+// Two plans of the same hive must produce the same bytes: serve, mount and
+// export each compute the plan and must agree.
+func TestRegistryEditorDeterministic(t *testing.T) {
+	data, err := os.ReadFile(testutil.CorpusFile(t, "xp-sp3-x86.SYSTEM"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := registry.Open(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := bootfix.Facts{Version: bootfix.Version{Major: 5, Minor: 1}}
+	cs, err := bootfix.ComputeChanges(bootfix.FromRegistry(h), facts, bootfix.TargetIDE, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := RegistryEditor(data, cs.Changes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := RegistryEditor(data, cs.Changes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Error("two edits of the same hive with the same changes differ")
+	}
+}
