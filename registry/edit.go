@@ -66,11 +66,14 @@ type SaveResult struct {
 }
 
 // NewEditor starts editing a copy of h; h itself is never modified. A dirty
-// hive is refused (ErrDirtyHive): recover it from its logs first. NewEditor
-// checks only that cells tile every bin; run h.Check first on untrusted hives,
-// since edits preserve consistency but do not repair it.
+// hive is refused (ErrDirtyHive): recover it from its logs first. So is a hive
+// that fails Check (a *CheckError): edits keep a consistent hive consistent,
+// and on an inconsistent one a new cell could overwrite a referenced one.
 func NewEditor(h *Hive) (*Editor, error) {
 	if err := h.DirtyErr(); err != nil {
+		return nil, err
+	}
+	if err := h.Check(); err != nil {
 		return nil, err
 	}
 	size := BaseBlockSize + int(h.base.HiveBinsDataSize)

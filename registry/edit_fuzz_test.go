@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"testing"
+	"time"
 )
 
 // fuzzNames are the key and value names FuzzEdit's ops pick from: few
@@ -73,5 +74,55 @@ func FuzzEdit(f *testing.F) {
 				ed.maxLeaf = 2 + int(op[2]%8)
 			}
 		}
+	})
+}
+
+// FuzzEditDamaged overwrites bytes of an edited hive with fuzz data, then, if
+// the damaged hive still opens and passes Check, runs a fixed set of edits
+// on it: the editor must never panic, and whatever it saves must pass Check.
+func FuzzEditDamaged(f *testing.F) {
+	h, err := New(NewOptions{Time: editTime})
+	if err != nil {
+		f.Fatal(err)
+	}
+	ed := newEditor(f, h)
+	for _, p := range []string{`a\b`, `a\c`, `Ж`, `d`} {
+		if err := ed.CreateKey(p); err != nil {
+			f.Fatal(err)
+		}
+	}
+	_ = ed.SetValue(`a\b`, "v", RegBinary, bytes.Repeat([]byte{1}, 20000))
+	_ = ed.SetValue(`a`, "w", RegSZ, utf16z("text"))
+	_ = ed.SetValue(`d`, "", RegDword, dword(4))
+	res, err := ed.Save()
+	if err != nil {
+		f.Fatal(err)
+	}
+	base := res.Data
+	f.Add([]byte{0x10, 0x20, 0xff, 0x00})
+	f.Add([]byte{0x00, 0x01, 0x00, 0x02, 0x00, 0x00})
+	f.Fuzz(func(t *testing.T, patch []byte) {
+		data := bytes.Clone(base)
+		// Each 3-byte patch: a 16-bit offset into the hive bins, one byte.
+		for i := 0; i+3 <= len(patch); i += 3 {
+			off := BaseBlockSize + (int(patch[i])|int(patch[i+1])<<8)%(len(data)-BaseBlockSize)
+			data[off] = patch[i+2]
+		}
+		h, err := Open(data)
+		if err != nil {
+			return
+		}
+		ed, err := NewEditor(h)
+		if err != nil {
+			return
+		}
+		ed.Now = func() time.Time { return editTime }
+		_ = ed.CreateKey(`a\new`)
+		_ = ed.SetValue(`a\b`, "v", RegBinary, []byte{1, 2, 3, 4, 5, 6})
+		_ = ed.SetValue(`d`, "x", RegQword, bytes.Repeat([]byte{9}, 17000))
+		_ = ed.DeleteValue(`a`, "w")
+		_ = ed.DeleteKey(`a\c`)
+		_ = ed.DeleteKey(`Ж`)
+		saveCheck(t, ed, data)
 	})
 }

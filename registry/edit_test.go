@@ -212,3 +212,23 @@ func TestEditRefusesDirty(t *testing.T) {
 		t.Fatalf("NewEditor on a dirty hive: %v, want ErrDirtyHive", err)
 	}
 }
+
+// TestEditRefusesInconsistent: a hive that opens but fails Check (here a
+// wrong sk reference count) is not edited.
+func TestEditRefusesInconsistent(t *testing.T) {
+	h, err := New(NewOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Clone(h.Bytes())
+	skOff := BaseBlockSize + hbinHeaderSize + cellSizeFieldSize + skReferenceCountOffset
+	data[skOff] = 7
+	h2, err := Open(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ce *CheckError
+	if _, err := NewEditor(h2); !errors.As(err, &ce) || !errors.Is(err, ErrFormat) {
+		t.Fatalf("NewEditor on an inconsistent hive: %v, want a *CheckError", err)
+	}
+}
