@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"encoding/binary"
 	"os"
 	"slices"
 	"strings"
@@ -70,5 +71,63 @@ func TestEditRealRILists(t *testing.T) {
 				t.Fatalf("after deleting the added keys hivex lists %d subkeys, want the original %d", len(got), len(orig))
 			}
 		})
+	}
+}
+
+// TestDeleteKeyFreesOwnSK gives a key a security cell of its own (linked
+// into the ring by hand), deletes the key and requires the sk to leave the
+// ring and be freed (Check verifies the ring, reference counts and that no
+// allocated cell is unreferenced).
+func TestDeleteKeyFreesOwnSK(t *testing.T) {
+	h, err := New(NewOptions{Time: editTime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed := newEditor(t, h)
+	for _, p := range []string{"a", "own", "z"} {
+		if err := ed.CreateKey(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := ed.Hive().Lookup("own")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootSK := k.rec.security
+	sd := defaultSecurityDescriptor()
+	skOff, err := ed.alloc.alloc(skFixedSize + len(sd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	b := ed.cellBytes(skOff)
+	copy(b, sigSK[:])
+	le.PutUint32(b[skFlinkOffset:], rootSK)
+	le.PutUint32(b[skBlinkOffset:], rootSK)
+	le.PutUint32(b[skReferenceCountOffset:], 1)
+	le.PutUint32(b[skDescriptorSizeOffset:], uint32(len(sd)))
+	copy(b[skDescriptorOffset:], sd)
+	rb, err := ed.h.record(rootSK, sigSK, skFixedSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le.PutUint32(rb[skFlinkOffset:], skOff)
+	le.PutUint32(rb[skBlinkOffset:], skOff)
+	le.PutUint32(rb[skReferenceCountOffset:], le.Uint32(rb[skReferenceCountOffset:])-1)
+	nb, err := ed.nkData(k.off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le.PutUint32(nb[nkSecurityOffset:], skOff)
+	if err := ed.Hive().Check(); err != nil {
+		t.Fatalf("hand-linked sk: %v", err)
+	}
+
+	if err := ed.DeleteKey("own"); err != nil {
+		t.Fatal(err)
+	}
+	_, h2 := saveCheck(t, ed, h.Bytes())
+	if _, allocated, err := h2.cellHeader(skOff, "sk"); err == nil && allocated {
+		t.Fatalf("sk cell 0x%x of the deleted key is still allocated", abs(skOff))
 	}
 }
