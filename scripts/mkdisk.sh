@@ -24,7 +24,9 @@ if ! mkntfs -q -F -f -c "$cluster" -s 512 -p 2048 -H 255 -S 63 -L KVMIFYDEMO "$w
 fi
 mkdir "$work/mnt"
 ntfs-3g "$work/part.img" "$work/mnt"
-cp -r "$tree"/. "$work/mnt/"
+# Real Windows files are not sparse, and the NTFS planner refuses sparse
+# files, so never let cp punch holes.
+cp -r --sparse=never "$tree"/. "$work/mnt/"
 umount "$work/mnt"
 dd if="$work/part.img" of="$out.tmp" bs=1M seek=1 conv=notrunc,sparse status=none
 

@@ -70,13 +70,6 @@ func runInspect(ctx context.Context, opts inspectOptions, args []string, stdout 
 	return printInspect(stdout, rep)
 }
 
-// inspectImage is openImage for callers that keep using the volumes until
-// the process exits: the image stays open, since the volumes read it lazily.
-func inspectImage(path string) ([]windows.Volume, error) {
-	vols, _, err := openImage(path)
-	return vols, err
-}
-
 // openImage finds the volumes and Windows installs of a disk image, or of a
 // directory holding a mounted volume (partition 0). The volumes read the
 // image lazily (a plan rewrites through them), so the image stays open
@@ -100,16 +93,13 @@ func openImage(path string) (vols []windows.Volume, closeImage func() error, err
 	if err != nil {
 		return nil, noop, err
 	}
-	vols, err = windows.Find(src, src.Size(), ntfsOpener)
+	vols, err = windows.Find(src, src.Size(), windows.OpenNTFS)
 	if err != nil {
 		src.Close()
 		return nil, noop, err
 	}
 	return vols, src.Close, nil
 }
-
-// ntfsOpener reads NTFS volumes for Find.
-var ntfsOpener windows.VolumeOpener = windows.OpenNTFS
 
 // inspectReport is the JSON shape of "inspect".
 type inspectReport struct {

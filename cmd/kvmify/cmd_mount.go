@@ -125,7 +125,7 @@ func examinerFiles(image string, v *patchedView) ([]fusemount.StaticFile, error)
 
 // systemHive returns the SYSTEM hive file of the first Windows install on d.
 func systemHive(d disk.Reader) ([]byte, error) {
-	vols, err := windows.Find(d, d.Size(), ntfsOpener)
+	vols, err := windows.Find(d, d.Size(), windows.OpenNTFS)
 	if err != nil {
 		return nil, err
 	}

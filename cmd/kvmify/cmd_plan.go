@@ -22,14 +22,6 @@ type planOptions struct {
 	Overrides windows.Overrides
 }
 
-// Hooks PlanPatch needs from other layers; nil until the registry editor and
-// the NTFS write planner exist, and the plan then lists registry changes
-// only.
-var (
-	planHiveEditor   windows.HiveEditor
-	planFileRewriter windows.FileRewriter
-)
-
 func newPlanCmd() *cobra.Command {
 	opts := planOptions{Partition: -1}
 	cmd := &cobra.Command{
@@ -74,35 +66,8 @@ Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 
 // runPlan computes and prints the plan for args[0].
 func runPlan(ctx context.Context, opts planOptions, args []string, stdout io.Writer) error {
-	var target bootfix.Target
-	if opts.Target != "" {
-		t, err := bootfix.ParseTarget(opts.Target)
-		if err != nil {
-			return usagef("--target: %v", err)
-		}
-		target = t
-	}
-	extras, err := bootfix.ParseExtras(opts.Extras)
-	if err != nil {
-		return usagef("--extras: %v", err)
-	}
-	vols, closeImage, err := openImage(args[0])
-	if err != nil {
-		return err
-	}
-	defer closeImage()
-	vol, err := pickVolume(vols, opts.Partition)
-	if err != nil {
-		return err
-	}
-	in := vol.Installs[0]
-	if target == "" {
-		target = in.DefaultTarget()
-	}
-	p, err := windows.PlanPatch(in, target, windows.PlanOptions{
-		Extras: extras, Overrides: opts.Overrides, Volume: vol.State,
-		PartitionStart: vol.Partition.Start, Edit: planHiveEditor, Rewrite: planFileRewriter,
-	})
+	p, vol, err := planImage(args[0], patchFlags{Target: opts.Target, Partition: opts.Partition,
+		Extras: opts.Extras, Overrides: opts.Overrides})
 	if err != nil {
 		return err
 	}

@@ -154,13 +154,22 @@ func openPatchedView(ctx context.Context, image string, pf patchFlags, stderr io
 
 var errNoWindows = errors.New("no Windows install found")
 
-// planImage computes the boot-fix plan for the chosen install of image.
+// planImage computes the boot-fix plan for the chosen install of image; the
+// plan holds everything it needs in memory, so the image is closed again.
 func planImage(image string, pf patchFlags) (*windows.Plan, windows.Volume, error) {
+	var target bootfix.Target
+	if pf.Target != "" {
+		t, err := bootfix.ParseTarget(pf.Target)
+		if err != nil {
+			return nil, windows.Volume{}, usagef("--target: %v", err)
+		}
+		target = t
+	}
 	extras, err := bootfix.ParseExtras(pf.Extras)
 	if err != nil {
 		return nil, windows.Volume{}, usagef("--extras: %v", err)
 	}
-	vols, err := inspectImage(image)
+	vols, closeImage, err := openImage(image)
 	if errors.Is(err, parttable.ErrNoTable) {
 		// A blank or non-PC disk holds no Windows to fix.
 		return nil, windows.Volume{}, fmt.Errorf("%w: %v", errNoWindows, err)
@@ -168,6 +177,7 @@ func planImage(image string, pf patchFlags) (*windows.Plan, windows.Volume, erro
 	if err != nil {
 		return nil, windows.Volume{}, err
 	}
+	defer closeImage()
 	vol, err := pickVolume(vols, pf.Partition)
 	if err != nil {
 		if pf.Partition < 0 && !hasInstall(vols) {
@@ -176,19 +186,14 @@ func planImage(image string, pf patchFlags) (*windows.Plan, windows.Volume, erro
 		return nil, vol, err
 	}
 	in := vol.Installs[0]
-	target := in.DefaultTarget()
-	if pf.Target != "" {
-		target, _ = bootfix.ParseTarget(pf.Target)
+	if target == "" {
+		target = in.DefaultTarget()
 	}
 	p, err := windows.PlanPatch(in, target, windows.PlanOptions{
-		Extras: extras, Overrides: pf.Overrides, Volume: vol.State,
-		PartitionStart: vol.Partition.Start, Edit: planHiveEditor, Rewrite: planFileRewriter,
+		Extras: extras, Overrides: pf.Overrides, Volume: vol.State, PartitionStart: vol.Partition.Start,
 	})
 	if err != nil {
 		return nil, vol, err
-	}
-	if p.PatchedHive == nil && len(p.Changes) > 0 {
-		return nil, vol, errors.New("this build cannot write the patched hive yet (no hive editor or NTFS rewriter)")
 	}
 	return p, vol, nil
 }

@@ -12,16 +12,24 @@ out = []
 for key, value in json.load(sys.stdin):
     node = h.root()
     for part in [p for p in key.split("\\") if p]:
-        node = h.node_get_child(node, part)
+        try:
+            node = h.node_get_child(node, part)
+        except RuntimeError:
+            node = None
         if node is None:
             break
     if node is None:
         out.append(None)
         continue
-    v = h.node_get_value(node, value)
-    if v is None:
+    # node_get_value raises for a missing value; look through the list.
+    found = None
+    for v in h.node_values(node):
+        if h.value_key(v).lower() == value.lower():
+            found = v
+            break
+    if found is None:
         out.append(None)
         continue
-    typ, data = h.value_value(v)
+    typ, data = h.value_value(found)
     out.append({"type": typ, "hex": data.hex()})
 json.dump(out, sys.stdout)
