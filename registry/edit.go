@@ -212,11 +212,17 @@ func (e *Editor) touch(off uint32) error {
 // parents; an existing key is not an error. New keys share their parent's
 // security descriptor.
 func (e *Editor) CreateKey(path string) error {
+	comps := splitPath(path)
+	for _, name := range comps {
+		if err := validKeyName(name); err != nil {
+			return err
+		}
+	}
 	k, err := e.h.Root()
 	if err != nil {
 		return err
 	}
-	for _, name := range splitPath(path) {
+	for _, name := range comps {
 		sub, err := k.Subkey(name)
 		if errors.Is(err, ErrNotFound) {
 			off, cerr := e.createSubkey(k.off, name)
@@ -233,6 +239,16 @@ func (e *Editor) CreateKey(path string) error {
 	return nil
 }
 
+// validKeyName checks a key name against Windows' rules: 1 to 255 UTF-16
+// units, no backslash.
+func validKeyName(name string) error {
+	_, _, units := encodeName(name)
+	if units == 0 || units > maxKeyNameUnits || strings.ContainsRune(name, '\\') {
+		return fmt.Errorf("%w: key name %q (1 to %d characters, no backslash)", ErrInvalidName, name, maxKeyNameUnits)
+	}
+	return nil
+}
+
 func joinPath(parent, name string) string {
 	if parent == "" {
 		return name
@@ -243,10 +259,10 @@ func joinPath(parent, name string) string {
 // createSubkey writes a new, empty key node called name under the key at
 // parent and links it into the parent's subkey list.
 func (e *Editor) createSubkey(parent uint32, name string) (uint32, error) {
-	nameBytes, comp, units := encodeName(name)
-	if units == 0 || units > maxKeyNameUnits || strings.ContainsRune(name, '\\') {
-		return 0, fmt.Errorf("%w: key name %q (1 to %d characters, no backslash)", ErrInvalidName, name, maxKeyNameUnits)
+	if err := validKeyName(name); err != nil {
+		return 0, err
 	}
+	nameBytes, comp, units := encodeName(name)
 	pr, err := e.h.readNK(parent)
 	if err != nil {
 		return 0, err

@@ -154,6 +154,12 @@ func TestEditNewHive(t *testing.T) {
 			if err := ed.CreateKey(string(bytes.Repeat([]byte("n"), 256))); !errors.Is(err, ErrInvalidName) {
 				t.Fatalf("CreateKey with a 256-character name: %v", err)
 			}
+			if err := ed.CreateKey(`Beta2\` + string(bytes.Repeat([]byte("n"), 256))); !errors.Is(err, ErrInvalidName) {
+				t.Fatalf("CreateKey with a bad last component: %v", err)
+			}
+			if _, err := ed.Hive().Lookup(`Beta2`); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("a refused CreateKey created its parent: %v", err)
+			}
 
 			res, h2 := saveCheck(t, ed, h.Bytes())
 			if seq := h2.BaseBlock().PrimarySequence; seq != 2 {
