@@ -35,7 +35,12 @@ const (
 
 // Editor changes a hive in memory: it works on a private copy of the hive
 // file's bytes, and Save returns the new file with the byte ranges that
-// differ from the original. An Editor is not safe for concurrent use.
+// differ from the original. Paths are relative to the root and matched
+// case-insensitively, like Hive.Lookup. Errors matching ErrNotFound,
+// ErrInvalidName, ErrHasSubkeys or ErrRootKey are found before anything
+// changes; any other error (a size limit hit half-way) may leave an edit
+// half done, and the Editor should then be discarded. An Editor is not safe
+// for concurrent use.
 type Editor struct {
 	// Now gives the time written into last-written timestamps and the base
 	// block; it defaults to time.Now and is a field so tests can pin it.
