@@ -383,7 +383,7 @@ func TestRecoverFourKSectorLogs(t *testing.T) {
 	sector := cf * logSectorSize
 	primary := withSequences(withClusteringFactor(minimalWithStart(3), cf), 2, 1)
 
-	newLog := padTo(logBaseSector(primary, fileTypeLogNewFormat, 1), sector)
+	newLog := padTo(logBaseSector(primary, FileTypeLogNew, 1), sector)
 	newLog = append(newLog, hvleBytes(entryStart(1, 4))...)
 	newLog = append(newLog, hvleBytes(entryStart(2, 5))...)
 	out, rep, err := recoverUnchanged(t, primary, newLog)
