@@ -109,3 +109,22 @@ func TestAllocSlackThenGrow(t *testing.T) {
 	}}}, nil)
 	hivexshOpens(t, p)
 }
+
+// TestDiffRanges pins how changed bytes become ranges: runs closer than
+// diffMergeGap merge, farther ones stay apart, growth is one final range.
+func TestDiffRanges(t *testing.T) {
+	a := make([]byte, 3*diffPage)
+	b := append(bytes.Clone(a), 1, 2, 3)
+	b[10], b[11] = 1, 1
+	b[10+2+diffMergeGap] = 1 // gap of exactly diffMergeGap: merged
+	b[100] = 1               // far: separate
+	b[diffPage-1], b[diffPage] = 1, 1
+	got := diffRanges(a, b)
+	want := []Range{{10, 2 + diffMergeGap + 1}, {100, 1}, {diffPage - 1, 2}, {3 * diffPage, 3}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("diffRanges = %v, want %v", got, want)
+	}
+	if got := diffRanges(a, bytes.Clone(a)); len(got) != 0 {
+		t.Fatalf("no change gave %v", got)
+	}
+}

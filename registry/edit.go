@@ -64,8 +64,8 @@ type Range struct {
 type SaveResult struct {
 	Data []byte // the whole new hive file
 	// Changed lists the byte ranges of Data that differ from the original
-	// file (or lie beyond its end), sorted and merged; every byte outside
-	// them is identical to the input.
+	// file (or lie beyond its end), sorted, with ranges less than 16 equal
+	// bytes apart merged; every byte outside them is identical to the input.
 	Changed []Range
 	Size    int64 // len(Data); equals the input's length unless bins had to grow the file
 }
@@ -129,13 +129,20 @@ func (e *Editor) Save() (*SaveResult, error) {
 // diffPage is the unit diffRanges compares before looking at single bytes.
 const diffPage = 4096
 
+// diffMergeGap is the largest run of equal bytes diffRanges folds into the
+// surrounding changed ranges: rewritten cells often match their old content
+// here and there, and a few extra bytes are cheaper for the block layer than
+// thousands of tiny ranges.
+const diffMergeGap = 16
+
 // diffRanges lists the byte ranges where b differs from a (b at least as long
-// as a), sorted and merged, with b's tail beyond a as one range.
+// as a), sorted and merged across gaps of at most diffMergeGap equal bytes,
+// with b's tail beyond a as one range.
 func diffRanges(a, b []byte) []Range {
 	var out []Range
 	add := func(off, n int64) {
-		if k := len(out); k > 0 && out[k-1].Off+out[k-1].Len == off {
-			out[k-1].Len += n
+		if k := len(out); k > 0 && off-(out[k-1].Off+out[k-1].Len) <= diffMergeGap {
+			out[k-1].Len = off + n - out[k-1].Off
 			return
 		}
 		out = append(out, Range{off, n})
