@@ -1,6 +1,8 @@
-// Package registry reads Windows registry hive files ("regf") in pure Go:
-// the base block, hive bins, cells, keys, values and their lists, plus an
-// invariant checker. Offsets named "cell offsets" are relative to the first
+// Package registry is a pure-Go engine for Windows registry hive files
+// ("regf"): it reads the base block, hive bins, cells, keys, values and their
+// lists, checks a hive's invariants (Check), recovers dirty hives from their
+// transaction logs in memory (Recover), and edits hives in place (Editor,
+// New), reporting exactly which byte ranges changed. Offsets named "cell offsets" are relative to the first
 // hive bin (file offset = 4096 + cell offset), as in the format itself;
 // errors always report absolute file offsets.
 package registry
