@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kvmify/kvmify/bootfix"
+	"github.com/kvmify/kvmify/internal/testutil"
 )
 
 // handBuiltPE lays out the smallest PE32 image debug/pe accepts with one
@@ -72,7 +73,7 @@ func TestKernelVersionHandBuilt(t *testing.T) {
 }
 
 func TestInspectVersionFromKernel(t *testing.T) {
-	root := windowsTree(t, "win7-sp1-x64.SYSTEM", nil, nil)
+	root := testutil.WindowsTree(t, "win7-sp1-x64.SYSTEM", nil)
 	rsrc := make([]byte, 0x40)
 	binary.LittleEndian.PutUint32(rsrc[0x10:], vsFixedFileInfoSignature)
 	binary.LittleEndian.PutUint32(rsrc[0x18:], 6<<16|1)

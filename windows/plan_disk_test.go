@@ -61,14 +61,14 @@ func TestPlanWritesOnNTFSDisk(t *testing.T) {
 	for _, tool := range []string{"mkntfs", "ntfs-3g", "sfdisk", "ntfscat", "ntfsinfo"} {
 		testutil.RequireTool(t, tool)
 	}
-	xp := diskCase{"xp-sp3-x86.SYSTEM", nil, ideDrivers, bootfix.TargetIDE, "24"}
+	xp := diskCase{"xp-sp3-x86.SYSTEM", nil, ideDrivers, bootfix.TargetIDE, 24}
 	t.Run("xp/registry-editor", func(t *testing.T) { planWritesOnDisk(t, xp, nil) })
 	t.Run("xp/hivex-editor", func(t *testing.T) { planWritesOnDisk(t, xp, hivexEditor(t)) })
 	t.Run("win7", func(t *testing.T) {
-		planWritesOnDisk(t, diskCase{"win7-sp1-x64.SYSTEM", nil, []string{"msahci.sys", "disk.sys"}, bootfix.TargetAHCI, "48"}, nil)
+		planWritesOnDisk(t, diskCase{"win7-sp1-x64.SYSTEM", nil, []string{"msahci.sys", "disk.sys"}, bootfix.TargetAHCI, 48}, nil)
 	})
 	t.Run("win10-from-logs", func(t *testing.T) {
-		planWritesOnDisk(t, diskCase{"win10-1709-x64.SYSTEM", []string{".LOG1", ".LOG2"}, []string{"storahci.sys", "disk.sys"}, bootfix.TargetAHCI, "64"}, nil)
+		planWritesOnDisk(t, diskCase{"win10-1709-x64.SYSTEM", []string{".LOG1", ".LOG2"}, []string{"storahci.sys", "disk.sys"}, bootfix.TargetAHCI, 64}, nil)
 	})
 }
 
@@ -78,16 +78,13 @@ type diskCase struct {
 	logs    []string
 	drivers []string
 	target  bootfix.Target
-	sizeMB  string
+	sizeMB  int
 }
 
 func planWritesOnDisk(t *testing.T, dc diskCase, edit HiveEditor) {
 	dir := t.TempDir()
-	root := windowsTree(t, dc.hive, dc.logs, dc.drivers)
-	img := filepath.Join(dir, "disk.img")
-	if out, err := exec.Command(filepath.Join(testutil.RepoRoot(), "scripts", "mkdisk.sh"), img, dc.sizeMB, root).CombinedOutput(); err != nil {
-		t.Skipf("mkdisk.sh needs root and FUSE: %v\n%s", err, out)
-	}
+	root := testutil.WindowsTree(t, dc.hive, dc.logs, dc.drivers...)
+	img := testutil.MkDisk(t, root, dc.sizeMB)
 	srcSum := testutil.FileSHA256(t, img)
 	src, err := os.ReadFile(img)
 	if err != nil {
@@ -152,7 +149,7 @@ func planWritesOnDisk(t *testing.T, dc diskCase, edit HiveEditor) {
 		t.Errorf("ntfs-3g reads back %d bytes that differ from the %d-byte patched hive", len(out), len(p.PatchedHive))
 	}
 	for _, d := range dc.drivers {
-		if b, err := exec.Command("ntfscat", part, "Windows/System32/drivers/"+d).Output(); err != nil || string(b) != "MZ dummy driver" {
+		if b, err := exec.Command("ntfscat", part, "Windows/System32/drivers/"+d).Output(); err != nil || string(b) != testutil.DummyDriver {
 			t.Errorf("%s after patch: %q %v", d, b, err)
 		}
 	}

@@ -18,42 +18,6 @@ import (
 
 var ideDrivers = []string{"atapi.sys", "intelide.sys", "pciide.sys", "pciidex.sys", "disk.sys"}
 
-// windowsTree lays out a Windows-like volume tree in a temp dir: the corpus
-// hive (and its logs) as Windows\System32\config\SYSTEM, and dummy driver
-// files.
-func windowsTree(t *testing.T, hive string, logs []string, drivers []string) string {
-	t.Helper()
-	root := t.TempDir()
-	cfg := filepath.Join(root, "Windows", "System32", "config")
-	drv := filepath.Join(root, "Windows", "System32", "drivers")
-	for _, d := range []string{cfg, drv} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyFile(t, testutil.CorpusFile(t, hive), filepath.Join(cfg, "SYSTEM"))
-	for _, l := range logs {
-		copyFile(t, testutil.CorpusFile(t, hive+l), filepath.Join(cfg, "SYSTEM"+l))
-	}
-	for _, d := range drivers {
-		if err := os.WriteFile(filepath.Join(drv, d), []byte("MZ dummy driver"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func inspectOne(t *testing.T, root string) *Install {
 	t.Helper()
 	ins, err := Inspect(DirFS(root))
@@ -67,7 +31,7 @@ func inspectOne(t *testing.T, root string) *Install {
 }
 
 func TestInspectXP(t *testing.T) {
-	in := inspectOne(t, windowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers))
+	in := inspectOne(t, testutil.WindowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers...))
 	if in.Dir != "Windows" || in.ControlSet != "ControlSet001" || in.Arch != "x86" || in.HiveState != HiveClean {
 		t.Errorf("install = dir %q cs %q arch %q hive %s", in.Dir, in.ControlSet, in.Arch, in.HiveState)
 	}
@@ -81,7 +45,7 @@ func TestInspectXP(t *testing.T) {
 }
 
 func TestInspectWin10RecoversHive(t *testing.T) {
-	in := inspectOne(t, windowsTree(t, "win10-1709-x64.SYSTEM", []string{".LOG1", ".LOG2"}, []string{"storahci.sys", "disk.sys"}))
+	in := inspectOne(t, testutil.WindowsTree(t, "win10-1709-x64.SYSTEM", []string{".LOG1", ".LOG2"}, []string{"storahci.sys", "disk.sys"}...))
 	if in.HiveState != HiveRecovered || len(in.Logs) != 2 {
 		t.Fatalf("hive state %s (%s), logs %v; want recovered from LOG1 and LOG2", in.HiveState, in.HiveDetail, in.Logs)
 	}
@@ -98,7 +62,7 @@ func TestInspectWin10RecoversHive(t *testing.T) {
 }
 
 func TestInspectDirtyHiveWithoutLogs(t *testing.T) {
-	in := inspectOne(t, windowsTree(t, "win10-1709-x64.SYSTEM", nil, nil))
+	in := inspectOne(t, testutil.WindowsTree(t, "win10-1709-x64.SYSTEM", nil))
 	if in.HiveState != HiveUnrecoverable {
 		t.Fatalf("hive state %s, want %s", in.HiveState, HiveUnrecoverable)
 	}
@@ -113,7 +77,7 @@ func TestInspectDirtyHiveWithoutLogs(t *testing.T) {
 }
 
 func TestSafetyRefusals(t *testing.T) {
-	root := windowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers)
+	root := testutil.WindowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers...)
 	if err := os.WriteFile(filepath.Join(root, "hiberfil.sys"), append([]byte("hibr"), make([]byte, 4092)...), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +147,7 @@ func hivexEditor(t *testing.T) HiveEditor {
 }
 
 func TestPlanPatchXP(t *testing.T) {
-	root := windowsTree(t, "xp-sp3-x86.SYSTEM", nil, []string{"atapi.sys", "intelide.sys", "pciidex.sys", "disk.sys"})
+	root := testutil.WindowsTree(t, "xp-sp3-x86.SYSTEM", nil, []string{"atapi.sys", "intelide.sys", "pciidex.sys", "disk.sys"}...)
 	in := inspectOne(t, root)
 	p, err := PlanPatch(in, bootfix.TargetIDE, PlanOptions{Edit: hivexEditor(t)})
 	if err != nil {
@@ -218,12 +182,8 @@ func TestFindOnMkntfsDisk(t *testing.T) {
 	for _, tool := range []string{"mkntfs", "ntfs-3g", "sfdisk"} {
 		testutil.RequireTool(t, tool)
 	}
-	root := windowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers)
-	img := filepath.Join(t.TempDir(), "disk.img")
-	cmd := exec.Command(filepath.Join(testutil.RepoRoot(), "scripts", "mkdisk.sh"), img, "24", root)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("mkdisk.sh could not build a disk here (needs root and FUSE): %v\n%s", err, out)
-	}
+	root := testutil.WindowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers...)
+	img := testutil.MkDisk(t, root, 24)
 	f, err := os.Open(img)
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +222,7 @@ func TestFindOnMkntfsDisk(t *testing.T) {
 // TestPlanPatchWin10Recovered patches the hive recovered from its logs: the
 // plan starts from the recovered state, says so, and the result boots.
 func TestPlanPatchWin10Recovered(t *testing.T) {
-	in := inspectOne(t, windowsTree(t, "win10-1709-x64.SYSTEM", []string{".LOG1", ".LOG2"}, []string{"storahci.sys", "disk.sys"}))
+	in := inspectOne(t, testutil.WindowsTree(t, "win10-1709-x64.SYSTEM", []string{".LOG1", ".LOG2"}, []string{"storahci.sys", "disk.sys"}...))
 	p, err := PlanPatch(in, bootfix.TargetAHCI, PlanOptions{Edit: hivexEditor(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -328,7 +288,7 @@ func TestVersionFromSoftwareHive(t *testing.T) {
 			set("ProductName", bootfix.String(bootfix.TypeSZ, "Microsoft Windows XP")),
 		}, "5.1.2600", "Microsoft Windows XP"},
 	} {
-		root := windowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers)
+		root := testutil.WindowsTree(t, "xp-sp3-x86.SYSTEM", nil, ideDrivers...)
 		sw := softwareHive(t, tc.values)
 		if err := os.WriteFile(filepath.Join(root, "Windows", "System32", "config", "software"), sw, 0o644); err != nil {
 			t.Fatal(err)

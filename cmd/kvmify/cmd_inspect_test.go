@@ -14,35 +14,6 @@ import (
 	"github.com/kvmify/kvmify/internal/testutil"
 )
 
-// winTree lays out a Windows volume tree holding a corpus SYSTEM hive (and
-// logs) and dummy driver files.
-func winTree(t *testing.T, hive string, logs []string, drivers ...string) string {
-	t.Helper()
-	root := t.TempDir()
-	cfg := filepath.Join(root, "Windows", "System32", "config")
-	drv := filepath.Join(root, "Windows", "System32", "drivers")
-	for _, d := range []string{cfg, drv} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, suffix := range append([]string{""}, logs...) {
-		b, err := os.ReadFile(testutil.CorpusFile(t, hive+suffix))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(cfg, "SYSTEM"+suffix), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range drivers {
-		if err := os.WriteFile(filepath.Join(drv, d), []byte("MZ"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
-}
-
 type inspectOut struct {
 	Partitions []struct {
 		Index   int    `json:"index"`
@@ -76,7 +47,7 @@ func TestInspectJSONOnTrees(t *testing.T) {
 		{"win7-sp1-x64.SYSTEM", nil, []string{"atapi.sys", "intelide.sys", "pciide.sys", "pciidex.sys", "disk.sys", "msahci.sys"}, "clean", "AMD64", true, false, "msahci Start=3"},
 		{"win10-1709-x64.SYSTEM", []string{".LOG1", ".LOG2"}, []string{"storahci.sys", "disk.sys"}, "dirty-recoverable", "AMD64", false, false, "StartOverride"},
 	} {
-		root := winTree(t, tc.hive, tc.logs, tc.drivers...)
+		root := testutil.WindowsTree(t, tc.hive, tc.logs, tc.drivers...)
 		var out bytes.Buffer
 		if err := runInspect(context.Background(), inspectOptions{JSON: true}, []string{root}, &out); err != nil {
 			t.Fatalf("%s: %v", tc.hive, err)
@@ -99,7 +70,7 @@ func TestInspectJSONOnTrees(t *testing.T) {
 }
 
 func TestPlanJSONXP(t *testing.T) {
-	root := winTree(t, "xp-sp3-x86.SYSTEM", nil, "atapi.sys", "intelide.sys", "pciide.sys", "pciidex.sys", "disk.sys")
+	root := testutil.WindowsTree(t, "xp-sp3-x86.SYSTEM", nil, "atapi.sys", "intelide.sys", "pciide.sys", "pciidex.sys", "disk.sys")
 	var out bytes.Buffer
 	if err := runPlan(context.Background(), planOptions{JSON: true, Partition: -1}, []string{root}, &out); err != nil {
 		t.Fatal(err)
@@ -139,7 +110,7 @@ func TestPlanJSONXP(t *testing.T) {
 }
 
 func TestPlanRefusesHibernated(t *testing.T) {
-	root := winTree(t, "xp-sp3-x86.SYSTEM", nil, "atapi.sys")
+	root := testutil.WindowsTree(t, "xp-sp3-x86.SYSTEM", nil, "atapi.sys")
 	if err := os.WriteFile(filepath.Join(root, "hiberfil.sys"), []byte("hibr\x00\x00\x00\x00"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +130,7 @@ func TestPlanRefusesHibernated(t *testing.T) {
 // image exits 1, and inspect of a mkdisk.sh image finds the NTFS partition.
 func TestInspectCLIExitCodes(t *testing.T) {
 	bin := testutil.BuildKvmify(t)
-	root := winTree(t, "xp-sp3-x86.SYSTEM", nil, "atapi.sys")
+	root := testutil.WindowsTree(t, "xp-sp3-x86.SYSTEM", nil, "atapi.sys")
 	for _, tc := range []struct {
 		args []string
 		code int

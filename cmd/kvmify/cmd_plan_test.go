@@ -73,20 +73,17 @@ func TestEndToEndDisk(t *testing.T) {
 	bin := testutil.BuildKvmify(t)
 	for _, tc := range []struct {
 		hive    string
-		sizeMB  string
+		sizeMB  int
 		target  string
 		drivers []string
 	}{
-		{"xp-sp3-x86.SYSTEM", "24", "ide", []string{"atapi.sys", "intelide.sys", "pciide.sys", "pciidex.sys", "disk.sys"}},
-		{"win7-sp1-x64.SYSTEM", "48", "ahci", []string{"msahci.sys", "atapi.sys", "disk.sys"}},
+		{"xp-sp3-x86.SYSTEM", 24, "ide", []string{"atapi.sys", "intelide.sys", "pciide.sys", "pciidex.sys", "disk.sys"}},
+		{"win7-sp1-x64.SYSTEM", 48, "ahci", []string{"msahci.sys", "atapi.sys", "disk.sys"}},
 	} {
 		t.Run(tc.hive, func(t *testing.T) {
 			dir := t.TempDir()
-			tree := winTree(t, tc.hive, nil, tc.drivers...)
-			img := filepath.Join(dir, "disk.img")
-			if out, err := exec.Command(filepath.Join(testutil.RepoRoot(), "scripts", "mkdisk.sh"), img, tc.sizeMB, tree).CombinedOutput(); err != nil {
-				t.Skipf("mkdisk.sh needs root and FUSE: %v\n%s", err, out)
-			}
+			tree := testutil.WindowsTree(t, tc.hive, nil, tc.drivers...)
+			img := testutil.MkDisk(t, tree, tc.sizeMB)
 			srcSum := testutil.FileSHA256(t, img)
 
 			if v := inspectTarget(t, bin, img, tc.target); v.OK {
@@ -163,7 +160,7 @@ func TestEndToEndDisk(t *testing.T) {
 			// Every driver file reads back unchanged from the patched disk.
 			run(t, "dd", "if="+patched, "of="+part, "bs=1M", "skip=1", "status=none")
 			for _, d := range tc.drivers {
-				if out := run(t, "ntfscat", part, "Windows/System32/drivers/"+d); string(out) != "MZ" {
+				if out := run(t, "ntfscat", part, "Windows/System32/drivers/"+d); string(out) != testutil.DummyDriver {
 					t.Errorf("%s reads back as %q", d, out)
 				}
 			}

@@ -29,44 +29,19 @@ const sectorSize = 512
 const partStart = 1 << 20
 
 // winDisk builds a disk image holding a Windows tree with the given corpus
-// hive as SYSTEM (and its logs beside it), plus dummy driver files.
+// hive as SYSTEM (and its logs, as suffixes such as ".LOG1", beside it), the
+// usual storage driver files and a boot.ini, read-only like evidence.
 func winDisk(t *testing.T, hive string, logs ...string) string {
 	t.Helper()
-	testutil.RequireTool(t, "mkntfs")
-	testutil.RequireTool(t, "ntfs-3g")
-	testutil.RequireTool(t, "sfdisk")
-	dir := t.TempDir()
-	tree := filepath.Join(dir, "tree")
-	cfg := filepath.Join(tree, "Windows", "System32", "config")
-	drv := filepath.Join(tree, "Windows", "System32", "drivers")
-	os.MkdirAll(cfg, 0o755)
-	os.MkdirAll(drv, 0o755)
-	copyFile(t, testutil.CorpusFile(t, hive), filepath.Join(cfg, "SYSTEM"))
-	for _, l := range logs {
-		copyFile(t, testutil.CorpusFile(t, hive+"."+l), filepath.Join(cfg, "SYSTEM."+l))
-	}
+	var drivers []string
 	for _, d := range []string{"atapi", "intelide", "pciide", "pciidex", "msahci", "storahci", "storport", "ataport", "disk", "classpnp", "partmgr", "volmgr"} {
-		os.WriteFile(filepath.Join(drv, d+".sys"), []byte("MZ dummy driver "+d), 0o644)
+		drivers = append(drivers, d+".sys")
 	}
+	tree := testutil.WindowsTree(t, hive, logs, drivers...)
 	os.WriteFile(filepath.Join(tree, "boot.ini"), []byte("[boot loader]\r\n"), 0o644)
-	img := filepath.Join(dir, "disk.img")
-	cmd := exec.Command(filepath.Join(testutil.RepoRoot(), "scripts", "mkdisk.sh"), img, "64", tree)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("mkdisk.sh: %v\n%s", err, out)
-	}
+	img := testutil.MkDisk(t, tree, 64)
 	os.Chmod(img, 0o444)
 	return img
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 type e2eInspect struct {
@@ -480,7 +455,7 @@ func mountAndCopy(t *testing.T, bin, img, target string) fuseCopy {
 	}
 	var c fuseCopy
 	c.disk = filepath.Join(dir, "disk.raw")
-	copyFile(t, filepath.Join(mnt, "disk.img"), c.disk)
+	testutil.CopyFile(t, filepath.Join(mnt, "disk.img"), c.disk)
 	var err error
 	if c.patched, err = os.ReadFile(filepath.Join(mnt, "SYSTEM.patched")); err != nil {
 		t.Fatalf("SYSTEM.patched: %v\n%s", err, stderr.String())
@@ -527,7 +502,7 @@ func TestEndToEndWin7AHCI(t *testing.T) {
 }
 
 func TestEndToEndWin10AHCIFromLogs(t *testing.T) {
-	runE2E(t, e2eCase{hive: "win10-1709-x64.SYSTEM", logs: []string{"LOG1", "LOG2"}, target: "ahci", must: map[[2]string]any{
+	runE2E(t, e2eCase{hive: "win10-1709-x64.SYSTEM", logs: []string{".LOG1", ".LOG2"}, target: "ahci", must: map[[2]string]any{
 		{`ControlSet001\Services\storahci`, "Start"}: float64(0),
 	}})
 }
