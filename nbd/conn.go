@@ -43,6 +43,7 @@ type conn struct {
 	wmu      sync.Mutex // serialises replies on the socket
 	budget   byteBudget
 	slots    chan struct{}
+	jobs     chan job // to idle workers; closed when the request loop ends
 	workers  sync.WaitGroup
 	brokeErr atomic.Bool
 }

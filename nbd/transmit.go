@@ -82,7 +82,9 @@ func (c *conn) transmit(x *export) {
 	c.exp = x
 	c.budget.init(connByteBudget)
 	c.slots = make(chan struct{}, maxInFlight)
+	c.jobs = make(chan job)
 	defer c.workers.Wait()
+	defer close(c.jobs)
 	var hdr [requestLen]byte
 	for !c.brokeErr.Load() {
 		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
@@ -139,18 +141,40 @@ func (c *conn) dispatch(req rawRequest) {
 		return
 	}
 	c.slots <- struct{}{}
-	c.workers.Add(1)
-	go func() {
-		defer func() {
-			<-c.slots
-			c.workers.Done()
-		}()
-		c.handle(req, buf)
-		if buf != nil {
-			c.srv.pool.put(buf)
-			c.budget.release(n)
+	j := job{req: req, buf: buf}
+	// A long-lived worker that is idle takes the request; only when none is
+	// (at most maxInFlight exist, bounded by slots) is another started, so a
+	// steady queue depth costs no goroutine start per request.
+	select {
+	case c.jobs <- j:
+	default:
+		c.workers.Add(1)
+		go c.work(j)
+	}
+}
+
+// job is one validated request handed to a worker.
+type job struct {
+	req rawRequest
+	buf *[]byte
+}
+
+// work serves j and then whatever the request loop hands over, until the
+// loop closes jobs.
+func (c *conn) work(j job) {
+	defer c.workers.Done()
+	for {
+		c.handle(j.req, j.buf)
+		if j.buf != nil {
+			c.srv.pool.put(j.buf)
+			c.budget.release(int64(j.req.Length))
 		}
-	}()
+		<-c.slots
+		var ok bool
+		if j, ok = <-c.jobs; !ok {
+			return
+		}
+	}
 }
 
 // handle performs a validated request and replies.
