@@ -1,11 +1,8 @@
 package bootfix
 
 import (
-	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -168,12 +165,8 @@ type changeJSON struct {
 // applyWithHivex writes the changes into a copy of the hive with
 // python3-hivex and returns the patched file and what hivex reads back for
 // each change (nil for a deleted value).
-func applyWithHivex(t *testing.T, hive []byte, changes []Change) ([]byte, []*struct {
-	Type uint32 `json:"type"`
-	Data string `json:"data"`
-}) {
+func applyWithHivex(t *testing.T, hive []byte, changes []Change) ([]byte, []*testutil.HivexValue) {
 	t.Helper()
-	py := testutil.RequirePython3Module(t, "hivex")
 	path := filepath.Join(t.TempDir(), "SYSTEM")
 	if err := os.WriteFile(path, hive, 0o600); err != nil {
 		t.Fatal(err)
@@ -186,24 +179,9 @@ func applyWithHivex(t *testing.T, hive []byte, changes []Change) ([]byte, []*str
 		}
 		in = append(in, j)
 	}
-	b, err := json.Marshal(in)
+	got, err := testutil.HivexApply(t, path, in, false)
 	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(py, filepath.Join("testdata", "hivex_apply.py"), path)
-	cmd.Stdin = bytes.NewReader(b)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("hivex apply: %v\n%s", err, stderr.String())
-	}
-	var got []*struct {
-		Type uint32 `json:"type"`
-		Data string `json:"data"`
-	}
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatal(err)
+		t.Fatalf("hivex apply: %v", err)
 	}
 	patched, err := os.ReadFile(path)
 	if err != nil {

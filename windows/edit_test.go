@@ -3,9 +3,7 @@ package windows
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -18,7 +16,6 @@ import (
 // holds every set value of the changes and none of the deleted ones.
 func hivexReadBack(t *testing.T, hive []byte, changes []bootfix.Change) {
 	t.Helper()
-	py := testutil.RequirePython3Module(t, "hivex")
 	path := filepath.Join(t.TempDir(), "SYSTEM")
 	if err := os.WriteFile(path, hive, 0o600); err != nil {
 		t.Fatal(err)
@@ -32,19 +29,9 @@ func hivexReadBack(t *testing.T, hive []byte, changes []bootfix.Change) {
 	for _, c := range changes {
 		in = append(in, cj{c.Key, c.Value, c.Op})
 	}
-	b, _ := json.Marshal(in)
-	cmd := exec.Command(py, filepath.Join(testutil.RepoRoot(), "bootfix", "testdata", "hivex_apply.py"), path, "--read-only")
-	cmd.Stdin = bytes.NewReader(b)
-	out, err := cmd.Output()
+	got, err := testutil.HivexApply(t, path, in, true)
 	if err != nil {
 		t.Fatalf("hivex read-back: %v", err)
-	}
-	var got []*struct {
-		Type uint32 `json:"type"`
-		Data string `json:"data"`
-	}
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatal(err)
 	}
 	for i, c := range changes {
 		switch {

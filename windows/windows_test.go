@@ -3,10 +3,8 @@ package windows
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -114,8 +112,7 @@ func TestSafetyRefusals(t *testing.T) {
 // hivexEditor applies changes with python3-hivex (an independent registry
 // writer) until kvmify's own editor exists.
 func hivexEditor(t *testing.T) HiveEditor {
-	py := testutil.RequirePython3Module(t, "hivex")
-	script := filepath.Join(testutil.RepoRoot(), "bootfix", "testdata", "hivex_apply.py")
+	testutil.RequirePython3Module(t, "hivex")
 	return func(hive []byte, changes []bootfix.Change) ([]byte, error) {
 		path := filepath.Join(t.TempDir(), "SYSTEM")
 		if err := os.WriteFile(path, hive, 0o600); err != nil {
@@ -136,11 +133,8 @@ func hivexEditor(t *testing.T) HiveEditor {
 			}
 			in = append(in, j)
 		}
-		b, _ := json.Marshal(in)
-		cmd := exec.Command(py, script, path)
-		cmd.Stdin = bytes.NewReader(b)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, errors.New(string(out))
+		if _, err := testutil.HivexApply(t, path, in, false); err != nil {
+			return nil, err
 		}
 		return os.ReadFile(path)
 	}

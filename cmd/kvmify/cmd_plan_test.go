@@ -69,7 +69,7 @@ func TestEndToEndDisk(t *testing.T) {
 	for _, tool := range []string{"mkntfs", "ntfs-3g", "sfdisk", "ntfscat", "ntfscp"} {
 		testutil.RequireTool(t, tool)
 	}
-	py := testutil.RequirePython3Module(t, "hivex")
+	testutil.RequirePython3Module(t, "hivex")
 	bin := testutil.BuildKvmify(t)
 	for _, tc := range []struct {
 		hive    string
@@ -130,19 +130,9 @@ func TestEndToEndDisk(t *testing.T) {
 				}
 				in = append(in, m)
 			}
-			b, _ := json.Marshal(in)
-			cmd := exec.Command(py, filepath.Join(testutil.RepoRoot(), "bootfix", "testdata", "hivex_apply.py"), hive)
-			cmd.Stdin = bytes.NewReader(b)
-			readBack, err := cmd.Output()
+			got, err := testutil.HivexApply(t, hive, in, false)
 			if err != nil {
 				t.Fatalf("hivex: %v", err)
-			}
-			var got []*struct {
-				Type uint32 `json:"type"`
-				Data string `json:"data"`
-			}
-			if err := json.Unmarshal(readBack, &got); err != nil {
-				t.Fatal(err)
 			}
 			for i, c := range in {
 				if c["op"] == bootfix.OpSet && (got[i] == nil || got[i].Data != c["data"]) {
