@@ -109,3 +109,33 @@ func (s *Source) IsBlockDevice() bool { return s.dev }
 
 // Close releases the source.
 func (s *Source) Close() error { return s.f.Close() }
+
+// ExtentFlags describe how a run of a disk is stored; the bits equal the
+// NBD base:allocation flags so a server can pass them through unchanged.
+type ExtentFlags uint32
+
+const (
+	// ExtentHole marks a run with no storage allocated behind it.
+	ExtentHole ExtentFlags = 1 << 0
+	// ExtentZero marks a run known to read back as zeros.
+	ExtentZero ExtentFlags = 1 << 1
+)
+
+// Extent is a run of Length bytes with one allocation state. A zero Flags
+// value means allocated data, which may still happen to be zeros.
+type Extent struct {
+	Length int64
+	Flags  ExtentFlags
+}
+
+// Extenter is implemented by disks that can tell data from holes and zeroed
+// runs, so copies and servers can skip what needs no reading.
+type Extenter interface {
+	// Extents describes the disk from off on, in order and without gaps:
+	// the first extent starts at off, each next one where the previous ends.
+	// It covers at least one byte and may stop before off+length (callers
+	// ask again from where it stopped) or run past it, never past Size.
+	// Adjacent extents have different Flags. off+length must not exceed Size
+	// and length must be positive.
+	Extents(off, length int64) ([]Extent, error)
+}
