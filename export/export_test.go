@@ -96,7 +96,7 @@ func TestQCOW2StandaloneAndBacked(t *testing.T) {
 	}
 
 	var ext []export.Extent
-	for _, e := range ov.Extents() {
+	for _, e := range ov.Changes() {
 		ext = append(ext, export.Extent{Offset: e.Offset, Length: e.Length, Zero: e.Zero})
 	}
 	backed := filepath.Join(dir, "backed.qcow2")

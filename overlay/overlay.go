@@ -533,9 +533,9 @@ func (o *Overlay) oldContent(block []byte, v int64, val uint32) error {
 	}
 }
 
-// Extents lists the changed ranges in order, merging adjacent ranges of the
+// Changes lists the changed ranges in order, merging adjacent ranges of the
 // same kind.
-func (o *Overlay) Extents() []Extent {
+func (o *Overlay) Changes() []Extent {
 	o.mu.RLock()
 	entries := o.bmap.entries()
 	o.mu.RUnlock()

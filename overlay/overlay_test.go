@@ -27,7 +27,7 @@ func TestReadThrough(t *testing.T) {
 	if !bytes.Equal(p[:n], data[len(data)-testBS:]) {
 		t.Fatal("read across the end returned wrong bytes")
 	}
-	if ext := o.Extents(); len(ext) != 0 {
+	if ext := o.Changes(); len(ext) != 0 {
 		t.Fatalf("fresh overlay has extents %v", ext)
 	}
 }
@@ -102,14 +102,14 @@ func TestTrimZeroNeverReadThrough(t *testing.T) {
 		{Offset: 4 * testBS, Length: testBS, Zero: false},
 		{Offset: 6 * testBS, Length: testBS, Zero: false},
 	}
-	if got := o.Extents(); !reflect.DeepEqual(got, want) {
+	if got := o.Changes(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Extents = %v, want %v", got, want)
 	}
 	must(o.Close())
 	o = mustOpen(t, path, src, Options{})
 	defer o.Close()
 	checkContent(t, o, model, "after reopen")
-	if got := o.Extents(); !reflect.DeepEqual(got, want) {
+	if got := o.Changes(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Extents after reopen = %v, want %v", got, want)
 	}
 }
@@ -140,7 +140,7 @@ func TestExtentsMerge(t *testing.T) {
 		{Offset: 9 * testBS, Length: testBS},
 		{Offset: 20 * testBS, Length: 4096, Zero: true},
 	}
-	if got := o.Extents(); !reflect.DeepEqual(got, want) {
+	if got := o.Changes(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Extents = %v, want %v", got, want)
 	}
 }
@@ -306,7 +306,7 @@ func TestReadInfoMatchesOverlay(t *testing.T) {
 	if err := o.Zero(10*testBS, 2*testBS); err != nil {
 		t.Fatal(err)
 	}
-	want := o.Extents()
+	want := o.Changes()
 	if err := o.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +459,7 @@ func TestConcurrentAccess(t *testing.T) {
 	o = mustOpen(t, path, src, Options{})
 	defer o.Close()
 	checkContent(t, o, before, "after reopen")
-	in := o.Extents()
+	in := o.Changes()
 	if len(in) != 1 || in[0].Offset != 0 || in[0].Length != blocks*testBS {
 		t.Fatalf("extents after concurrent writes: %v", in)
 	}

@@ -111,7 +111,7 @@ func Apply(ov *overlay.Overlay, writes []Write, rec *Record) error {
 	if _, ok := ov.Meta(MetaKey); ok {
 		return errors.New("overlay already holds a patch")
 	}
-	if len(ov.Extents()) != 0 {
+	if len(ov.Changes()) != 0 {
 		return ErrNotFresh
 	}
 	for _, w := range writes {

@@ -81,7 +81,7 @@ func runExport(ctx context.Context, opts exportOptions, args []string, stderr io
 		err = export.Raw(ctx, v.ov, out, progress)
 	case opts.Backing:
 		var ext []export.Extent
-		for _, e := range v.ov.Extents() {
+		for _, e := range v.ov.Changes() {
 			ext = append(ext, export.Extent{Offset: e.Offset, Length: e.Length, Zero: e.Zero})
 		}
 		err = export.QCOW2Backed(ctx, v.ov, image, ext, out, progress)

@@ -101,7 +101,7 @@ func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.W
 // SYSTEM hive as the source and the patched disk hold it.
 func examinerFiles(image string, v *patchedView) ([]fusemount.StaticFile, error) {
 	rep := forensicReport{Tool: "kvmify " + toolVersion(), Source: image, SourceSize: v.src.Size(),
-		Overlay: v.ov.Path(), Patch: v.record, Changed: v.ov.Extents()}
+		Overlay: v.ov.Path(), Patch: v.record, Changed: v.ov.Changes()}
 	b, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return nil, err

@@ -241,7 +241,7 @@ type forensicReport struct {
 // writeReport writes the forensic report for v to path.
 func writeReport(ctx context.Context, path, image string, v *patchedView, hash bool) error {
 	rep := forensicReport{Tool: "kvmify " + toolVersion(), Source: image, SourceSize: v.src.Size(),
-		Overlay: v.ov.Path(), Patch: v.record, Changed: v.ov.Extents()}
+		Overlay: v.ov.Path(), Patch: v.record, Changed: v.ov.Changes()}
 	if hash {
 		sum, err := hashReader(ctx, v.src)
 		if err != nil {
