@@ -54,16 +54,16 @@ func (p *bufPool) get(n int) *[]byte {
 	}
 	if v := p.classes[k].Get(); v != nil {
 		b := v.(*[]byte)
-		*b = (*b)[:simpleReplyLen+n]
+		*b = (*b)[:replyHeadroom+n]
 		return b
 	}
-	b := make([]byte, simpleReplyLen+n, simpleReplyLen+1<<k)
+	b := make([]byte, replyHeadroom+n, replyHeadroom+1<<k)
 	return &b
 }
 
 func (p *bufPool) put(b *[]byte) {
-	k := bits.Len(uint(cap(*b) - simpleReplyLen - 1))
-	if k < minClass || k > maxClass || cap(*b)-simpleReplyLen != 1<<k {
+	k := bits.Len(uint(cap(*b) - replyHeadroom - 1))
+	if k < minClass || k > maxClass || cap(*b)-replyHeadroom != 1<<k {
 		return
 	}
 	p.classes[k].Put(b)

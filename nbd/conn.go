@@ -36,6 +36,11 @@ type conn struct {
 	w   *bufio.Writer // negotiation replies only
 	tls bool
 
+	// Negotiated options, discarded by STARTTLS.
+	structured bool   // NBD_OPT_STRUCTURED_REPLY was acknowledged
+	metaExport string // export named by the last NBD_OPT_SET_META_CONTEXT
+	metaAlloc  bool   // that SET selected base:allocation
+
 	stopping atomic.Bool
 
 	// Transmission state.
@@ -57,6 +62,11 @@ type export struct {
 	flusher disk.Flusher
 	trimmer disk.Trimmer
 	zeroer  disk.Zeroer
+
+	// What this connection negotiated for the export.
+	structured  bool          // replies to READ and errors are structured
+	blockStatus bool          // base:allocation was selected for it
+	extenter    disk.Extenter // nil: every range is reported as data
 }
 
 func resolveExport(e Export) *export {
@@ -83,6 +93,25 @@ func resolveExport(e Export) *export {
 		x.flags |= tflagCanMultiConn
 	} else if m, ok := e.Backend.(MultiConnSafe); ok && m.MultiConnSafe() {
 		x.flags |= tflagCanMultiConn
+	}
+	return x
+}
+
+// resolve gives the export as this connection sees it: the backend's
+// abilities plus what was negotiated. INFO and GO both use it, so they
+// report the same flags as the spec requires.
+func (c *conn) resolve(e Export) *export {
+	x := resolveExport(e)
+	if !c.structured {
+		return x
+	}
+	x.structured = true
+	// Reads are always answered with a single chunk, so DF is honoured.
+	x.flags |= tflagSendDF
+	// A selection made for another export does not carry over (spec).
+	if c.metaAlloc && c.metaExport == e.Name {
+		x.blockStatus = true
+		x.extenter, _ = e.Backend.(disk.Extenter)
 	}
 	return x
 }

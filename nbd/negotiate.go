@@ -74,7 +74,7 @@ func (c *conn) negotiate(ctx context.Context) *export {
 			if !ok {
 				return nil
 			}
-			x := resolveExport(e)
+			x := c.resolve(e)
 			n := exportNameReplyLen
 			if !noZeroes {
 				n += exportNameZeroPad
@@ -95,6 +95,14 @@ func (c *conn) negotiate(ctx context.Context) *export {
 			}
 		case optStartTLS:
 			if !c.startTLS(ctx, data) {
+				return nil
+			}
+		case optStructuredRepl:
+			if !c.optStructuredReply(data) {
+				return nil
+			}
+		case optListMetaContext, optSetMetaContext:
+			if !c.optMetaContext(opt, data) {
 				return nil
 			}
 		case optInfo, optGo:
@@ -165,6 +173,9 @@ func (c *conn) startTLS(ctx context.Context, data []byte) bool {
 	}
 	c.nc = tc
 	c.tls = true
+	// The spec has the server forget everything negotiated in plaintext.
+	c.structured = false
+	c.metaExport, c.metaAlloc = "", false
 	c.r = bufio.NewReaderSize(tc, readBufferSize)
 	c.w = bufio.NewWriterSize(tc, 4096)
 	return true
@@ -193,7 +204,7 @@ func (c *conn) optInfo(opt uint32, data []byte) (x *export, ok bool) {
 	if !found {
 		return nil, c.optReply(opt, repErrUnknown, nil)
 	}
-	x = resolveExport(e)
+	x = c.resolve(e)
 
 	var b [2 + 8 + 2]byte
 	binary.BigEndian.PutUint16(b[0:], infoExport)

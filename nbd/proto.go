@@ -9,6 +9,7 @@ const (
 	optReplyMagic  uint64 = 0x0003e889045565a9
 	requestMagic   uint32 = 0x25609513
 	simpleRepMagic uint32 = 0x67446698
+	structRepMagic uint32 = 0x668e33ef
 )
 
 // Handshake flags sent by the server.
@@ -26,20 +27,23 @@ const (
 
 // Option types.
 const (
-	optExportName     uint32 = 1
-	optAbort          uint32 = 2
-	optList           uint32 = 3
-	optStartTLS       uint32 = 5
-	optInfo           uint32 = 6
-	optGo             uint32 = 7
-	optStructuredRepl uint32 = 8
+	optExportName      uint32 = 1
+	optAbort           uint32 = 2
+	optList            uint32 = 3
+	optStartTLS        uint32 = 5
+	optInfo            uint32 = 6
+	optGo              uint32 = 7
+	optStructuredRepl  uint32 = 8
+	optListMetaContext uint32 = 9
+	optSetMetaContext  uint32 = 10
 )
 
 // Option reply types; errors have the top bit set.
 const (
-	repAck    uint32 = 1
-	repServer uint32 = 2
-	repInfo   uint32 = 3
+	repAck         uint32 = 1
+	repServer      uint32 = 2
+	repInfo        uint32 = 3
+	repMetaContext uint32 = 4
 
 	repFlagError        uint32 = 1 << 31
 	repErrUnsup                = repFlagError | 1
@@ -120,6 +124,30 @@ const (
 	cmdFlagFastZero uint16 = 1 << 4
 )
 
+// Structured reply chunk flags and types.
+const (
+	replyFlagDone uint16 = 1 << 0
+
+	replyTypeNone        uint16 = 0
+	replyTypeOffsetData  uint16 = 1
+	replyTypeOffsetHole  uint16 = 2
+	replyTypeBlockStatus uint16 = 5
+	replyTypeError       uint16 = 1<<15 | 1
+	replyTypeErrorOffset uint16 = 1<<15 | 2
+)
+
+// Metadata context names and the base:allocation state flags.
+const (
+	metaNamespaceBase         = "base:"
+	metaBaseAllocation        = "base:allocation"
+	stateHole          uint32 = 1 << 0
+	stateZero          uint32 = 1 << 1
+	// baseAllocationID is the context id given to base:allocation on
+	// NBD_OPT_SET_META_CONTEXT; any nonzero value would do, as it is the
+	// only context.
+	baseAllocationID uint32 = 1
+)
+
 // Errno values carried in replies; they are Linux's numbers, which the
 // protocol fixes regardless of platform.
 const (
@@ -143,6 +171,17 @@ const (
 	exportNameZeroPad  = 124
 	requestLen         = 4 + 2 + 2 + 8 + 8 + 4
 	simpleReplyLen     = 4 + 4 + 8
+	structReplyLen     = 4 + 2 + 2 + 8 + 4 // magic, flags, type, handle, length
+	offsetDataHdrLen   = 8                 // NBD_REPLY_TYPE_OFFSET_DATA offset
+	errorChunkLen      = 4 + 2             // error, message length
+	blockDescLen       = 4 + 4             // extent length, status flags
+	blockStatusHdrLen  = 4                 // metadata context id
+	metaContextIDLen   = 4
+
+	// replyHeadroom is reserved in front of every payload buffer so a READ
+	// reply's header, simple or structured, is written in place and the
+	// whole reply leaves in one write without copying the data.
+	replyHeadroom = max(simpleReplyLen, structReplyLen+offsetDataHdrLen)
 )
 
 // Limits protecting the server from hostile or broken clients.
@@ -152,6 +191,15 @@ const (
 	maxOptionLen = 64 << 10
 	// maxNameLen is the spec's limit on export names and descriptions.
 	maxNameLen = 4096
+	// maxMetaQueries bounds the queries of one LIST or SET_META_CONTEXT;
+	// real clients send one or two.
+	maxMetaQueries = 128
+	// maxBlockDescs caps the descriptors in one BLOCK_STATUS reply (16 KiB);
+	// the client asks again from where the reply stopped.
+	maxBlockDescs = 2048
+	// maxDescLen is the longest single descriptor: the u32 length field,
+	// rounded down to a multiple of 512 as the spec prefers.
+	maxDescLen = 1<<32 - 512
 	// maxInfoRequests bounds the information types a client may ask for.
 	maxInfoRequests = (maxOptionLen - 4 - maxNameLen - 2) / 2
 

@@ -169,10 +169,12 @@ func TestHostileHandshakes(t *testing.T) {
 	opt(optInfo, []byte{0, 0, 0, 9, 'a'})     // name length beyond the data
 	opt(optList, []byte{1})                   // LIST takes no data
 	opt(optGo, []byte{0, 0, 0, 1, 'z', 0, 0}) // unknown export
-	opt(optStructuredRepl, nil)               // not implemented
+	opt(optStructuredRepl, []byte{0})         // takes no data
+	opt(optStructuredRepl, nil)
+	opt(optStructuredRepl, nil) // repeated
 	opt(optAbort, nil)
 	c.Write(b.Bytes())
-	want := []uint32{repErrUnsup, repErrUnsup, repErrInvalid, repErrInvalid, repErrUnknown, repErrUnsup, repAck}
+	want := []uint32{repErrUnsup, repErrUnsup, repErrInvalid, repErrInvalid, repErrUnknown, repErrInvalid, repAck, repErrInvalid, repAck}
 	for i, w := range want {
 		var h [optReplyHeaderLen]byte
 		if _, err := io.ReadFull(c, h[:]); err != nil {

@@ -45,6 +45,16 @@ func validateRequest(x *export, req *rawRequest) (verdict, uint32) {
 	}
 	switch req.Type {
 	case CmdRead, CmdCache, CmdFlush, CmdDisc:
+		if req.Type == CmdRead && x.structured {
+			allowed |= cmdFlagDF
+		}
+	case CmdBlockStatus:
+		// Only with base:allocation selected for this export (spec), and
+		// a zero-length query has no answer of nonzero descriptors.
+		if !x.blockStatus || req.Length == 0 {
+			return reject(errnoInval)
+		}
+		allowed |= cmdFlagReqOne
 	case CmdWrite, CmdTrim:
 		if x.writer == nil {
 			return reject(errnoPerm)
@@ -101,7 +111,7 @@ func (c *conn) transmit(x *export) {
 					return
 				}
 			}
-			c.simpleReply(req.Handle, errno)
+			c.reply(&req, errno)
 			continue
 		}
 		if req.Type == CmdDisc {
@@ -120,7 +130,7 @@ func (c *conn) dispatch(req rawRequest) {
 		c.budget.acquire(n)
 		buf = c.srv.pool.get(int(n))
 		if req.Type == CmdWrite {
-			if _, err := io.ReadFull(c.r, (*buf)[simpleReplyLen:]); err != nil {
+			if _, err := io.ReadFull(c.r, (*buf)[replyHeadroom:]); err != nil {
 				c.srv.pool.put(buf)
 				c.budget.release(n)
 				c.broken()
@@ -188,19 +198,18 @@ func (c *conn) handle(req rawRequest, buf *[]byte) {
 	case CmdRead:
 		b := *buf
 		var got int
-		got, err = x.Backend.ReadAt(b[simpleReplyLen:], off)
-		if got == len(b)-simpleReplyLen {
+		got, err = x.Backend.ReadAt(b[replyHeadroom:], off)
+		if got == len(b)-replyHeadroom {
 			err = nil // io.EOF alongside a full read is allowed by io.ReaderAt
 		} else if err == nil {
 			err = io.ErrUnexpectedEOF
 		}
 		if err == nil {
-			putReplyHeader(b, req.Handle, errnoOK)
-			c.send(b)
+			c.send(x.readReply(b, req.Handle, req.Offset))
 			return
 		}
 	case CmdWrite:
-		_, err = x.writer.WriteAt((*buf)[simpleReplyLen:], off)
+		_, err = x.writer.WriteAt((*buf)[replyHeadroom:], off)
 	case CmdTrim:
 		err = x.trimmer.Trim(off, n)
 	case CmdWriteZeroes:
@@ -211,11 +220,14 @@ func (c *conn) handle(req rawRequest, buf *[]byte) {
 		}
 	case CmdCache:
 		// A hint only; the backends cache in the page cache already.
+	case CmdBlockStatus:
+		c.blockStatus(&req)
+		return
 	}
 	if err == nil && fua {
 		err = x.flusher.Flush()
 	}
-	c.simpleReply(req.Handle, errnoFor(err))
+	c.reply(&req, errnoFor(err))
 }
 
 func (c *conn) writeZeroes(off, n int64) error {
@@ -226,7 +238,7 @@ func (c *conn) writeZeroes(off, n int64) error {
 	chunk := min(n, zeroChunk)
 	buf := c.srv.pool.get(int(chunk))
 	defer c.srv.pool.put(buf)
-	z := (*buf)[simpleReplyLen:]
+	z := (*buf)[replyHeadroom:]
 	clear(z)
 	for n > 0 {
 		m := min(n, chunk)

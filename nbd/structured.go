@@ -1,0 +1,57 @@
+package nbd
+
+import "encoding/binary"
+
+// putStructHeader writes a structured reply chunk header at the start of b.
+func putStructHeader(b []byte, flags, typ uint16, handle uint64, length uint32) {
+	binary.BigEndian.PutUint32(b[0:], structRepMagic)
+	binary.BigEndian.PutUint16(b[4:], flags)
+	binary.BigEndian.PutUint16(b[6:], typ)
+	binary.BigEndian.PutUint64(b[8:], handle)
+	binary.BigEndian.PutUint32(b[16:], length)
+}
+
+// readReply writes the header of a successful READ reply into the headroom
+// of b (replyHeadroom bytes, then the data) and returns the whole reply.
+// With structured replies it is one NBD_REPLY_TYPE_OFFSET_DATA chunk marked
+// done, which also satisfies NBD_CMD_FLAG_DF.
+func (x *export) readReply(b []byte, handle, off uint64) []byte {
+	n := len(b) - replyHeadroom
+	if !x.structured {
+		h := b[replyHeadroom-simpleReplyLen:]
+		putReplyHeader(h, handle, errnoOK)
+		return h
+	}
+	if n == 0 {
+		// A data chunk must carry at least one byte; an empty read is
+		// answered with the chunk that means "done, no content".
+		h := b[replyHeadroom-structReplyLen : replyHeadroom]
+		putStructHeader(h, replyFlagDone, replyTypeNone, handle, 0)
+		return h
+	}
+	h := b[replyHeadroom-structReplyLen-offsetDataHdrLen:]
+	putStructHeader(h, replyFlagDone, replyTypeOffsetData, handle, uint32(offsetDataHdrLen+n))
+	binary.BigEndian.PutUint64(h[structReplyLen:], off)
+	return h
+}
+
+// reply answers a request whose reply carries no payload. Once structured
+// replies are negotiated an error must be an error chunk for READ and
+// BLOCK_STATUS and is preferred for the rest (spec), while success on the
+// other commands may stay a simple reply, which is shorter.
+func (c *conn) reply(req *rawRequest, errno uint32) {
+	if errno == errnoOK || !c.exp.structured {
+		c.simpleReply(req.Handle, errno)
+		return
+	}
+	c.errorChunk(req.Handle, errno)
+}
+
+// errorChunk sends a final NBD_REPLY_TYPE_ERROR chunk without a message.
+func (c *conn) errorChunk(handle uint64, errno uint32) {
+	var b [structReplyLen + errorChunkLen]byte
+	putStructHeader(b[:], replyFlagDone, replyTypeError, handle, errorChunkLen)
+	binary.BigEndian.PutUint32(b[structReplyLen:], errno)
+	// The message length at b[structReplyLen+4:] stays zero.
+	c.send(b[:])
+}
