@@ -2,7 +2,6 @@ package nbd
 
 import (
 	"encoding/binary"
-	"fmt"
 
 	"github.com/kvmify/kvmify/disk"
 )
@@ -50,8 +49,10 @@ func describe(e disk.Extenter, size, off, length int64, reqOne bool) ([]blockDes
 scan:
 	for pos < end && len(descs) < maxDescs {
 		exts, err := e.Extents(pos, end-pos)
-		if err == nil && len(exts) == 0 {
-			err = fmt.Errorf("nbd: backend reported no extents at offset %d", pos)
+		if err == nil {
+			// A layer that breaks the contract must not make the server
+			// loop, panic or describe bytes past the export.
+			err = disk.CheckExtents(exts, pos, end-pos, size)
 		}
 		if err != nil {
 			if len(descs) > 0 {
@@ -61,14 +62,8 @@ scan:
 			return nil, err
 		}
 		for _, ex := range exts {
-			if ex.Length <= 0 {
-				if len(descs) > 0 {
-					break scan
-				}
-				return nil, fmt.Errorf("nbd: backend reported an extent of length %d at offset %d", ex.Length, pos)
-			}
 			flags := stateFlags(ex.Flags)
-			n := min(ex.Length, size-pos)
+			n := ex.Length
 			for n > 0 && pos < end {
 				var d int64
 				if last := len(descs) - 1; last >= 0 && descs[last].Flags == flags && descs[last].Length < maxDescLen {
