@@ -294,3 +294,91 @@ func TestQemuImgMapMatchesNbdkit(t *testing.T) {
 		t.Fatal("source changed")
 	}
 }
+
+// libnbdBlockStatusScript drives a server through python3-libnbd: meta
+// context negotiation with an unknown context asked for too, REQ_ONE, and
+// requests libnbd would refuse in strict mode (zero length, past the end,
+// no context negotiated), then a client without structured replies.
+const libnbdBlockStatusScript = `
+import nbd, sys
+uri, size = sys.argv[1], int(sys.argv[2])
+def cb(metacontext, offset, entries, err):
+    print("EXTENTS", metacontext, offset, list(entries))
+    return 0
+h = nbd.NBD()
+h.add_meta_context("x-unknown:foo")
+h.add_meta_context("base:allocation")
+h.connect_uri(uri)
+print("META", h.get_structured_replies_negotiated(), h.can_meta_context("base:allocation"), h.can_meta_context("x-unknown:foo"), h.can_df())
+h.block_status(65536, 0, cb, nbd.CMD_FLAG_REQ_ONE)
+h.block_status(65536, 196608 - 4096, cb, nbd.CMD_FLAG_REQ_ONE)
+chunks = []
+def chunk(buf, offset, status, err):
+    chunks.append((offset, status, bytes(buf) == open(sys.argv[3], "rb").read()[offset:offset + len(buf)]))
+    return 0
+h.pread_structured(4096, 196608 + 4096, chunk, nbd.CMD_FLAG_DF)
+print("DF", chunks)
+h.set_strict_mode(0)
+h2 = nbd.NBD()
+h2.connect_uri(uri)
+h2.set_strict_mode(0)
+for name, fn in [
+    ("zero length", lambda: h.block_status(0, 0, cb)),
+    ("past end", lambda: h.block_status(8192, size - 4096, cb)),
+    ("offset past end", lambda: h.block_status(512, size + 4096, cb)),
+    ("no context", lambda: h2.block_status(4096, 0, cb)),
+]:
+    try:
+        fn()
+        print("NOERROR", name)
+    except nbd.Error as e:
+        print("ERROR", name, e.errnum)
+h3 = nbd.NBD()
+h3.set_request_structured_replies(False)
+h3.add_meta_context("base:allocation")
+h3.connect_uri(uri)
+print("PLAIN", h3.get_structured_replies_negotiated(), h3.can_meta_context("base:allocation"), h3.can_df(), len(h3.pread(4096, 0)))
+`
+
+// TestLibnbdBlockStatusLikeNbdkit runs the same libnbd script against this
+// server and against nbdkit's file plugin on the same image; every line
+// must agree, and the lines that matter are checked by name too.
+func TestLibnbdBlockStatusLikeNbdkit(t *testing.T) {
+	py := testutil.RequirePython3Module(t, "nbd")
+	path, size := mixedImage(t)
+	sum := testutil.FileSHA256(t, path)
+	script := filepath.Join(t.TempDir(), "bs.py")
+	if err := os.WriteFile(script, []byte(libnbdBlockStatusScript), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sizeArg := strconv.FormatInt(size, 10)
+	sock := serveSource(t, path)
+	ours := string(run(t, py, script, unixURI(sock), sizeArg, path))
+	theirs := string(nbdkitRun(t, path, py+` `+script+` "$uri" `+sizeArg+` `+path))
+	if ours != theirs {
+		t.Errorf("libnbd sees this server differently from nbdkit\nours:\n%s\nnbdkit:\n%s", ours, theirs)
+	}
+	for _, want := range []string{
+		"META True True False True",
+		"EXTENTS base:allocation 0 [65536, 3]",
+		"EXTENTS base:allocation 192512 [4096, 3]",
+		"DF [(200704, 1, True)]",
+		"ERROR zero length 22",
+		"ERROR past end 22",
+		"ERROR offset past end 22",
+		"ERROR no context 22",
+		"PLAIN False False False 4096",
+	} {
+		if !strings.Contains(ours, want+"\n") {
+			t.Errorf("libnbd output lacks %q:\n%s", want, ours)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stillServes(t, sock, data)
+	if testutil.FileSHA256(t, path) != sum {
+		t.Fatal("source changed")
+	}
+}
