@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -394,5 +395,52 @@ func TestStructuredReadsAndErrors(t *testing.T) {
 	stillServes(t, sock, img)
 	if testutil.FileSHA256(t, path) != sum {
 		t.Fatal("source changed")
+	}
+}
+
+// TestSTARTTLSDiscardsNegotiation checks the spec's rule that nothing
+// negotiated before STARTTLS survives it.
+func TestSTARTTLSDiscardsNegotiation(t *testing.T) {
+	cfg, _ := selfSignedTLS(t)
+	path := makeImage(t, "tlsd.img", 1<<20, 76)
+	srv := oneExport(openFileDisk(t, path), false)
+	srv.TLSConfig = cfg
+	sock := startServer(t, srv)
+	upgrade := func(renegotiate bool) *client {
+		n := dialOpts(t, sock)
+		n.opt(optStructuredRepl, nil)
+		if r := n.opt(optSetMetaContext, metaData("", metaBaseAllocation)); len(contexts(r)) != 1 {
+			t.Fatalf("SET before STARTTLS: %v", contexts(r))
+		}
+		if r := n.opt(optStartTLS, nil); final(r) != repAck {
+			t.Fatalf("STARTTLS: %#x", final(r))
+		}
+		tc := tls.Client(n.c, &tls.Config{InsecureSkipVerify: true})
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		n.c = tc
+		if renegotiate {
+			// Accepted again, not refused as a repeat.
+			if r := n.opt(optStructuredRepl, nil); final(r) != repAck {
+				t.Fatalf("STRUCTURED_REPLY after STARTTLS: %#x", final(r))
+			}
+		}
+		return n.goTo("")
+	}
+	cl := upgrade(false)
+	if cl.flags&tflagSendDF != 0 {
+		t.Errorf("flags %#x advertise DF although structured replies were discarded", cl.flags)
+	}
+	cl.send(CmdBlockStatus, 0, 3, 0, 4096, nil)
+	if ch := cl.next(); !ch.simple || ch.errno != errnoInval {
+		t.Errorf("BLOCK_STATUS after STARTTLS: %+v, want a simple EINVAL", ch)
+	}
+	cl = upgrade(true)
+	if cl.flags&tflagSendDF == 0 {
+		t.Errorf("flags %#x lack DF after renegotiating structured replies", cl.flags)
+	}
+	if _, errno := cl.blockStatus(0, 0, 4096); errno != errnoInval {
+		t.Errorf("BLOCK_STATUS with the selection made before STARTTLS: errno %d, want EINVAL", errno)
 	}
 }
