@@ -198,7 +198,7 @@ func (d *diskNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 		out.Mode = 0o644
 	}
 	out.Size = uint64(d.disk.Size())
-	out.Blocks = (out.Size + 511) / 512
+	out.Blocks = (uint64(d.allocatedBytes()) + 511) / 512
 	out.Blksize = 4096
 	return fs.OK
 }
