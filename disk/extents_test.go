@@ -410,3 +410,35 @@ func isFlagged(m []Extent, off, length int64, flags ExtentFlags) bool {
 }
 
 func isData(m []Extent, off, length int64) bool { return isFlagged(m, off, length, 0) }
+
+// TestSourceExtentsBlockDevice checks that a block device, whose holes lseek
+// cannot report, is one data extent to its end, even over a sparse file.
+func TestSourceExtentsBlockDevice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("attaching a loop device needs root")
+	}
+	losetup := testutil.RequireTool(t, "losetup")
+	path := sparseFile(t, t.TempDir(), 4*mib, []run{{mib, 4096}})
+	out, err := exec.Command(losetup, "--find", "--show", "--read-only", path).Output()
+	if err != nil {
+		t.Skipf("no loop device available: %v", err)
+	}
+	dev := string(bytes.TrimSpace(out))
+	t.Cleanup(func() { exec.Command(losetup, "--detach", dev).Run() })
+	s := openSource(t, dev)
+	if !s.IsBlockDevice() || s.Size() != 4*mib {
+		t.Fatalf("%s: block device %v, size %d", dev, s.IsBlockDevice(), s.Size())
+	}
+	for _, off := range []int64{0, 12345, 4*mib - 1} {
+		exts, err := s.Extents(off, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckExtents(exts, off, 1, s.Size()); err != nil {
+			t.Fatal(err)
+		}
+		if want := []Extent{{Length: 4*mib - off}}; !equalExtents(exts, want) {
+			t.Errorf("Extents(%d, 1) = %v, want %v", off, exts, want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/kvmify/kvmify/disk"
@@ -431,6 +432,48 @@ func TestExtentsBounded(t *testing.T) {
 	}
 	if got, want := queryAll(t, o), m.fullMap(); !slices.Equal(got, want) {
 		t.Fatalf("bounded answers merge to %d extents, want %d", len(got), len(want))
+	}
+}
+
+// TestExtentsConcurrentWithWrites queries while other goroutines write and
+// zero; every answer must still keep the contract (run with -race).
+func TestExtentsConcurrentWithWrites(t *testing.T) {
+	size := int64(24*testBS + 3000)
+	_, src, _ := newSparseSource(t, size, sparseSourceRuns(size))
+	o := mustOpen(t, "", src, Options{Ephemeral: true})
+	defer o.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 9))
+			for range 200 {
+				off, n := randomQuery(r, size)
+				var err error
+				switch {
+				case g%2 == 1:
+					var exts []disk.Extent
+					if exts, err = o.Extents(off, n); err == nil {
+						err = disk.CheckExtents(exts, off, n, size)
+					}
+				case r.IntN(2) == 0:
+					_, err = o.WriteAt(make([]byte, min(n, 3*testBS)), off-off%testBS)
+				default:
+					err = o.Zero(off, n)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
 
