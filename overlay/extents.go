@@ -102,7 +102,8 @@ func stateOf(val uint32) blockState {
 // Extents reports the overlay's view from off on: blocks the overlay holds
 // are data, its zero extents are holes that read as zeros, and unchanged
 // blocks are what the base reports if it is a disk.Extenter (data
-// otherwise). The answer ends at a block boundary or at Size.
+// otherwise). An answer that is not cut short by the per-call bound ends
+// at a block boundary or at Size.
 func (o *Overlay) Extents(off, length int64) ([]disk.Extent, error) {
 	if off < 0 || length <= 0 || off >= o.size || length > o.size-off {
 		return nil, fmt.Errorf("overlay: extents of %d bytes at offset %d on a %d-byte disk: %w", length, off, o.size, disk.ErrOutOfRange)
