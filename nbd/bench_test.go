@@ -14,10 +14,21 @@ import (
 // b.N requests, measuring the server's per-request cost over a unix socket
 // with the backend in the page cache.
 func benchIO(b *testing.B, typ Cmd, n uint32, qd int, random bool) {
+	benchIOReplies(b, typ, n, qd, random, false)
+}
+
+// benchIOReplies is benchIO with structured replies negotiated or not; the
+// structured variant is for reads, the only replies it parses.
+func benchIOReplies(b *testing.B, typ Cmd, n uint32, qd int, random, structured bool) {
 	const size = 64 << 20
 	path := makeImage(b, "bench.img", size, 41)
 	sock := startServer(b, oneExport(openFileDisk(b, path), false))
-	cl := dialGo(b, sock, "")
+	var cl *client
+	if structured {
+		cl = structuredClient(b, sock)
+	} else {
+		cl = dialGo(b, sock, "")
+	}
 	b.SetBytes(int64(n))
 	b.ReportAllocs()
 	slots := make(chan struct{}, qd)
@@ -57,7 +68,21 @@ func benchIO(b *testing.B, typ Cmd, n uint32, qd int, random bool) {
 	}()
 	r := bufio.NewReaderSize(cl.c, 1<<20)
 	var rep [simpleReplyLen]byte
+	var srep [structReplyLen]byte
 	for i := 0; i < b.N; i++ {
+		if structured {
+			if _, err := io.ReadFull(r, srep[:]); err != nil {
+				b.Fatal(err)
+			}
+			if binary.BigEndian.Uint32(srep[0:]) != structRepMagic || binary.BigEndian.Uint16(srep[6:]) == replyTypeError {
+				b.Fatalf("reply %x", srep)
+			}
+			if _, err := r.Discard(int(binary.BigEndian.Uint32(srep[16:]))); err != nil {
+				b.Fatal(err)
+			}
+			<-slots
+			continue
+		}
 		if _, err := io.ReadFull(r, rep[:]); err != nil {
 			b.Fatal(err)
 		}
@@ -81,6 +106,15 @@ func BenchmarkRead4KRandomQD1(b *testing.B)    { benchIO(b, CmdRead, 4096, 1, tr
 func BenchmarkRead4KRandomQD32(b *testing.B)   { benchIO(b, CmdRead, 4096, 32, true) }
 func BenchmarkRead256KSeqQD8(b *testing.B)     { benchIO(b, CmdRead, 256<<10, 8, false) }
 func BenchmarkWrite64KRandomQD16(b *testing.B) { benchIO(b, CmdWrite, 64<<10, 16, true) }
+
+// The read benchmarks again with structured replies negotiated, as nbdcopy
+// and QEMU do: each reply is one OFFSET_DATA chunk.
+func BenchmarkRead4KRandomQD1Structured(b *testing.B) {
+	benchIOReplies(b, CmdRead, 4096, 1, true, true)
+}
+func BenchmarkRead256KSeqQD8Structured(b *testing.B) {
+	benchIOReplies(b, CmdRead, 256<<10, 8, false, true)
+}
 
 // BenchmarkNbdcopySeqRead has nbdcopy (multi-conn, 64 requests in flight per
 // connection) read the whole export, as the side-by-side harness does.

@@ -3,6 +3,7 @@ package nbd
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"flag"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/internal/testutil"
 )
 
@@ -135,6 +137,27 @@ func fuzzServer(t testing.TB) *Server {
 	path := makeImage(t, "fuzz.img", 256<<10, 32)
 	srv := oneExport(openFileDisk(t, path), false)
 	srv.Exports["ro"] = Export{Name: "ro", Backend: srv.Exports[""].Backend, ReadOnly: true}
+	// A sparse source, so block status meets a real Extenter.
+	sparse := filepath.Join(t.TempDir(), "sparse.img")
+	if err := os.WriteFile(sparse, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(sparse, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(sparse, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(patternBytes(33, 8192), 64<<10)
+	f.WriteAt(make([]byte, 4096), 512<<10)
+	f.Close()
+	src, err := disk.OpenSource(sparse)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	srv.Exports["sparse"] = Export{Name: "sparse", Backend: src}
 	srv.HandshakeTimeout = 2 * time.Second
 	if err := srv.check(); err != nil {
 		t.Fatal(err)
@@ -149,9 +172,51 @@ func FuzzHandshake(f *testing.F) {
 	}
 	f.Add(goHandshake(""))
 	f.Add(exportNameOpt("ro"))
+	f.Add(structuredHandshake("sparse", "sparse", metaBaseAllocation))
+	f.Add(structuredHandshake("", "ro", "base:", "x-a:b"))
+	hello := binary.BigEndian.AppendUint32(nil, clientFixedNewstyle)
+	f.Add(append(append(append(hello, optBytes(optStructuredRepl, nil)...),
+		optBytes(optListMetaContext, metaData("sparse"))...),
+		optBytes(optListMetaContext, []byte{0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1})...))
+	f.Add(append(append(hello, optBytes(optSetMetaContext, metaData("", metaBaseAllocation))...),
+		optBytes(optStructuredRepl, []byte{1})...))
 	srv := fuzzServer(f)
 	f.Fuzz(func(t *testing.T, input []byte) {
 		fuzzServe(t, srv, input)
+	})
+}
+
+// structuredHandshake returns the bytes a client sends to negotiate
+// structured replies, select contexts with queries for export set, and go
+// to export use.
+func structuredHandshake(set, use string, queries ...string) []byte {
+	b := binary.BigEndian.AppendUint32(nil, clientFixedNewstyle|clientNoZeroes)
+	b = append(b, optBytes(optStructuredRepl, nil)...)
+	b = append(b, optBytes(optSetMetaContext, metaData(set, queries...))...)
+	return append(b, optBytes(optGo, goData(use))...)
+}
+
+// FuzzStructuredRequests negotiates structured replies and base:allocation
+// on a sparse source and then sends arbitrary requests.
+func FuzzStructuredRequests(f *testing.F) {
+	prefix := structuredHandshake("sparse", "sparse", metaBaseAllocation)
+	for _, s := range seedClients(f) {
+		// Recorded streams that went through OPT_GO carry requests after
+		// its option data; those of qemu-img include block status.
+		goOpt := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, ihaveOpt), optGo)
+		if i := bytes.LastIndex(s, goOpt); i >= 0 {
+			if j := bytes.Index(s[i:], binary.BigEndian.AppendUint32(nil, requestMagic)); j >= 0 {
+				f.Add(s[i+j:])
+			}
+		}
+	}
+	f.Add(encodeRequest(CmdBlockStatus, 0, 1, 0, 1<<20))
+	f.Add(encodeRequest(CmdBlockStatus, cmdFlagReqOne, 2, 60<<10, 8192))
+	f.Add(append(encodeRequest(CmdRead, cmdFlagDF, 3, 64<<10, 4096), encodeRequest(CmdBlockStatus, 0, 4, 1<<20-1, 1)...))
+	f.Add(encodeRequest(CmdRead, 0, 5, 0, 0))
+	srv := fuzzServer(f)
+	f.Fuzz(func(t *testing.T, input []byte) {
+		fuzzServe(t, srv, append(append([]byte(nil), prefix...), input...))
 	})
 }
 

@@ -205,7 +205,7 @@ func (cl *client) blockStatus(flags uint16, off uint64, length uint32) ([]blockD
 
 // structuredClient negotiates structured replies and base:allocation and
 // goes to the default export.
-func structuredClient(t *testing.T, sock string) *client {
+func structuredClient(t testing.TB, sock string) *client {
 	t.Helper()
 	n := dialOpts(t, sock)
 	if r := n.opt(optStructuredRepl, nil); final(r) != repAck {
