@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/kvmify/kvmify/disk"
@@ -222,15 +223,17 @@ func TestNbdinfoJSONStructured(t *testing.T) {
 }
 
 // TestNbdcopySparseEqualsSource copies the export with and without block
-// status and compares the copies with the source byte for byte.
+// status and compares the copies with the source byte for byte. With -S 0
+// (no zero detection in nbdcopy) only the extents can keep the copy
+// sparse, which shows nbdcopy used them.
 func TestNbdcopySparseEqualsSource(t *testing.T) {
 	nbdcopy := testutil.RequireTool(t, "nbdcopy")
-	path, _ := mixedImage(t)
+	path, size := mixedImage(t)
 	sum := testutil.FileSHA256(t, path)
 	sock := serveSource(t, path)
 	for _, extents := range []bool{true, false} {
 		out := filepath.Join(t.TempDir(), "copy.img")
-		args := []string{unixURI(sock), out}
+		args := []string{"-S", "0", unixURI(sock), out}
 		if !extents {
 			args = append([]string{"--no-extents"}, args...)
 		}
@@ -238,10 +241,29 @@ func TestNbdcopySparseEqualsSource(t *testing.T) {
 		if got := testutil.FileSHA256(t, out); got != sum {
 			t.Errorf("nbdcopy (extents %v): copy sha256 %s, source %s", extents, got, sum)
 		}
+		a := allocated(t, out)
+		// nbdcopy writes data extents in its own block size, so the copy
+		// holds more than the source's few data blocks, but far from all.
+		if extents && a > size/4 {
+			t.Errorf("nbdcopy with extents allocated %d of %d bytes: holes were copied as data", a, size)
+		}
+		if !extents && a < size/2 {
+			t.Errorf("nbdcopy --no-extents -S 0 allocated only %d of %d bytes: the check above proves nothing", a, size)
+		}
 	}
 	if testutil.FileSHA256(t, path) != sum {
 		t.Fatal("source changed")
 	}
+}
+
+// allocated is the storage a file occupies.
+func allocated(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
 }
 
 // qemuMapRun is one entry of qemu-img map --output=json.
