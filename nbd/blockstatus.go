@@ -107,7 +107,7 @@ func (c *conn) blockStatus(req *rawRequest) {
 	p = p[blockStatusHdrLen:]
 	for _, d := range descs {
 		binary.BigEndian.PutUint32(p[0:], d.Length)
-		binary.BigEndian.PutUint32(p[4:], d.Flags)
+		binary.BigEndian.PutUint32(p[blockDescFlagsOff:], d.Flags)
 		p = p[blockDescLen:]
 	}
 	c.send(b)

@@ -28,27 +28,27 @@ func decodeMetaRequest(data []byte) (metaRequest, uint32) {
 	var m metaRequest
 	rest := data
 	next := func() ([]byte, bool) {
-		if len(rest) < 4 {
+		if len(rest) < metaLenFieldLen {
 			return nil, false
 		}
 		n := binary.BigEndian.Uint32(rest)
-		if uint64(n) > uint64(len(rest)-4) || n > maxNameLen {
+		if uint64(n) > uint64(len(rest)-metaLenFieldLen) || n > maxNameLen {
 			return nil, false
 		}
-		s := rest[4 : 4+n]
-		rest = rest[4+n:]
+		s := rest[metaLenFieldLen : metaLenFieldLen+n]
+		rest = rest[metaLenFieldLen+n:]
 		return s, true
 	}
 	name, ok := next()
-	if !ok || len(rest) < 4 {
+	if !ok || len(rest) < metaLenFieldLen {
 		return m, repErrInvalid
 	}
 	m.export = string(name)
 	count := binary.BigEndian.Uint32(rest)
-	rest = rest[4:]
-	// Each query needs at least its 4-byte length, so a count the data
+	rest = rest[metaLenFieldLen:]
+	// Each query needs at least its length field, so a count the data
 	// cannot hold is refused before anything is allocated for it.
-	if uint64(count) > uint64(len(rest)/4) {
+	if uint64(count) > uint64(len(rest)/metaLenFieldLen) {
 		return m, repErrInvalid
 	}
 	if count > maxMetaQueries {

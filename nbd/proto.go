@@ -175,8 +175,10 @@ const (
 	offsetDataHdrLen   = 8                 // NBD_REPLY_TYPE_OFFSET_DATA offset
 	errorChunkLen      = 4 + 2             // error, message length
 	blockDescLen       = 4 + 4             // extent length, status flags
+	blockDescFlagsOff  = 4                 // status flags within a descriptor
 	blockStatusHdrLen  = 4                 // metadata context id
 	metaContextIDLen   = 4
+	metaLenFieldLen    = 4 // u32 before the export name, each query, and the query count
 
 	// replyHeadroom is reserved in front of every payload buffer so a READ
 	// reply's header, simple or structured, is written in place and the
