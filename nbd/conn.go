@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/kvmify/kvmify/disk"
@@ -51,6 +52,9 @@ type conn struct {
 	jobs     chan job // to idle workers; closed when the request loop ends
 	workers  sync.WaitGroup
 	brokeErr atomic.Bool
+	// rawSock lets large reads leave with sendfile(2); nil under TLS, whose
+	// records the kernel cannot build.
+	rawSock syscall.RawConn
 }
 
 // export is an Export with its capabilities resolved from the backend.
@@ -64,13 +68,15 @@ type export struct {
 	zeroer  disk.Zeroer
 
 	// What this connection negotiated for the export.
-	structured  bool          // replies to READ and errors are structured
+	structured  bool // replies to READ and errors are structured
+	filer       disk.FileRanger
 	blockStatus bool          // base:allocation was selected for it
 	extenter    disk.Extenter // nil: every range is reported as data
 }
 
 func resolveExport(e Export) *export {
 	x := &export{Export: e, size: e.Backend.Size()}
+	x.filer, _ = e.Backend.(disk.FileRanger)
 	x.flags = tflagHasFlags | tflagSendCache
 	if w, ok := e.Backend.(disk.Writer); ok && !e.ReadOnly {
 		x.writer = w
@@ -140,6 +146,9 @@ func (c *conn) serve(ctx context.Context) {
 	c.raw.SetDeadline(time.Time{})
 	if c.stopping.Load() {
 		return
+	}
+	if sc, ok := c.nc.(syscall.Conn); ok && !c.tls {
+		c.rawSock, _ = sc.SyscallConn()
 	}
 	c.transmit(exp)
 }

@@ -13,26 +13,32 @@ func putStructHeader(b []byte, flags, typ uint16, handle uint64, length uint32) 
 
 // readReply writes the header of a successful READ reply into the headroom
 // of b (replyHeadroom bytes, then the data) and returns the whole reply.
-// With structured replies it is one NBD_REPLY_TYPE_OFFSET_DATA chunk marked
-// done, which also satisfies NBD_CMD_FLAG_DF.
 func (x *export) readReply(b []byte, handle, off uint64) []byte {
-	n := len(b) - replyHeadroom
+	h := x.readReplyHeader((*[replyHeadroom]byte)(b), handle, off, len(b)-replyHeadroom)
+	return b[replyHeadroom-len(h):]
+}
+
+// readReplyHeader writes the header of a successful n-byte READ reply at
+// the end of h and returns it. With structured replies it is one
+// NBD_REPLY_TYPE_OFFSET_DATA chunk marked done, which also satisfies
+// NBD_CMD_FLAG_DF.
+func (x *export) readReplyHeader(h *[replyHeadroom]byte, handle, off uint64, n int) []byte {
 	if !x.structured {
-		h := b[replyHeadroom-simpleReplyLen:]
-		putReplyHeader(h, handle, errnoOK)
-		return h
+		s := h[replyHeadroom-simpleReplyLen:]
+		putReplyHeader(s, handle, errnoOK)
+		return s
 	}
 	if n == 0 {
 		// A data chunk must carry at least one byte; an empty read is
 		// answered with the chunk that means "done, no content".
-		h := b[replyHeadroom-structReplyLen : replyHeadroom]
-		putStructHeader(h, replyFlagDone, replyTypeNone, handle, 0)
-		return h
+		s := h[replyHeadroom-structReplyLen:]
+		putStructHeader(s, replyFlagDone, replyTypeNone, handle, 0)
+		return s
 	}
-	h := b[replyHeadroom-structReplyLen-offsetDataHdrLen:]
-	putStructHeader(h, replyFlagDone, replyTypeOffsetData, handle, uint32(offsetDataHdrLen+n))
-	binary.BigEndian.PutUint64(h[structReplyLen:], off)
-	return h
+	s := h[replyHeadroom-structReplyLen-offsetDataHdrLen:]
+	putStructHeader(s, replyFlagDone, replyTypeOffsetData, handle, uint32(offsetDataHdrLen+n))
+	binary.BigEndian.PutUint64(s[structReplyLen:], off)
+	return s
 }
 
 // reply answers a request whose reply carries no payload. Once structured

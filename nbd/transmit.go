@@ -124,6 +124,9 @@ func (c *conn) transmit(x *export) {
 // dispatch reads a write's payload (only the request loop may read the
 // socket) and hands the request to a worker goroutine.
 func (c *conn) dispatch(req rawRequest) {
+	if req.Type == CmdRead && c.sendFileReply(req) {
+		return
+	}
 	var buf *[]byte
 	n := int64(req.Length)
 	if req.Type == CmdRead || req.Type == CmdWrite {
