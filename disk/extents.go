@@ -29,8 +29,21 @@ func (s *Source) Extents(off, length int64) ([]Extent, error) {
 	if s.dev {
 		return []Extent{{Length: s.size - off}}, nil
 	}
-	fd := int(s.f.Fd())
-	end := off + length
+	rc, err := s.f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.f.Name(), err)
+	}
+	var out extentList
+	var serr error
+	// Control keeps the descriptor referenced while lseek uses it, so a
+	// Source closed meanwhile fails cleanly instead of naming a reused fd.
+	if err := rc.Control(func(fd uintptr) { out, serr = s.extents(int(fd), off, off+length) }); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.f.Name(), err)
+	}
+	return out, serr
+}
+
+func (s *Source) extents(fd int, off, end int64) (extentList, error) {
 	var out extentList
 	for pos := off; pos < end && len(out) < maxSourceExtents; {
 		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
