@@ -182,9 +182,17 @@ const (
 
 	// replyHeadroom is reserved in front of every payload buffer so a READ
 	// reply's header, simple or structured, is written in place and the
-	// whole reply leaves in one write without copying the data.
-	replyHeadroom = max(simpleReplyLen, structReplyLen+offsetDataHdrLen)
+	// whole reply leaves in one write without copying the data. It is a
+	// whole cache line, not just the largest header, so the data keeps the
+	// buffer's alignment: with the data at byte 28, the kernel's copies into
+	// and out of it ran at about half speed (nbdcopy --synchronous went from
+	// ~1.1 to ~1.9 GiB/s with this alone).
+	replyHeadroom = 64
 )
+
+// The headroom must hold the largest READ reply header; this fails to
+// compile if it does not.
+var _ [replyHeadroom - max(simpleReplyLen, structReplyLen+offsetDataHdrLen)]struct{}
 
 // Limits protecting the server from hostile or broken clients.
 const (
