@@ -110,5 +110,5 @@ func (c *conn) blockStatus(req *rawRequest) {
 		binary.BigEndian.PutUint32(p[blockDescFlagsOff:], d.Flags)
 		p = p[blockDescLen:]
 	}
-	c.send(b)
+	c.queue(&reply{data: b})
 }

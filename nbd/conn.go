@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,7 +47,8 @@ type conn struct {
 
 	// Transmission state.
 	exp      *export
-	wmu      sync.Mutex // serialises replies on the socket
+	wmu      sync.Mutex // held by whoever writes replies to the socket
+	replies  replyQueue
 	budget   byteBudget
 	slots    chan struct{}
 	jobs     chan job // to idle workers; closed when the request loop ends
@@ -55,6 +57,13 @@ type conn struct {
 	// rawSock lets large reads leave with sendfile(2); nil under TLS, whose
 	// records the kernel cannot build.
 	rawSock syscall.RawConn
+	// Request-loop state: replies answered inline but not yet sent, and
+	// whether the backend's file system refused RWF_NOWAIT.
+	held         int
+	heldBytes    int
+	noNowait     bool
+	lastFile     *os.File
+	lastFileConn syscall.RawConn
 }
 
 // export is an Export with its capabilities resolved from the backend.

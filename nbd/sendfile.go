@@ -15,25 +15,14 @@ const sendfileMin = 64 << 10
 // sendfileChunk bounds one sendfile call, which Linux caps near 2 GiB anyway.
 const sendfileChunk = 1 << 30
 
-// sendFileReply answers a large read whose bytes the backend maps to an
-// unchanging file by letting the kernel send them straight from the page
-// cache: no buffer, no copy in the server, which profiling showed was 95%
-// of its CPU time on sequential reads. It runs in the request loop, as the
-// socket serialises replies anyway and a hand-over to a worker would cost
-// more than the reply itself. It reports false, having sent nothing, when
-// the read must go the ordinary way.
-func (c *conn) sendFileReply(req rawRequest) bool {
-	x := c.exp
-	if c.rawSock == nil || x.filer == nil || req.Length < sendfileMin {
-		return false
-	}
-	f, foff, ok := x.filer.FileRange(int64(req.Offset), int64(req.Length))
-	if !ok {
-		return false
-	}
+// sendFileReply sends a successful read reply whose n data bytes the
+// kernel takes from f at foff: no buffer, no copy in the server.
+func (c *conn) sendFileReply(req rawRequest, f *os.File, foff int64) {
 	var h [replyHeadroom]byte
-	hdr := x.readReplyHeader(&h, req.Handle, req.Offset, int(req.Length))
+	hdr := c.exp.readReplyHeader(&h, req.Handle, req.Offset, int(req.Length))
 	c.wmu.Lock()
+	// Replies already queued go first, so this one cannot split a batch.
+	c.writeQueued()
 	err := c.sendHeaderAndFile(hdr, f, foff, int64(req.Length))
 	c.wmu.Unlock()
 	if err != nil {
@@ -41,13 +30,26 @@ func (c *conn) sendFileReply(req rawRequest) bool {
 		// error, and a short one would shift every later reply.
 		c.broken()
 	}
-	return true
+	// Replies queued while this one was going out were left to us.
+	c.drainReplies()
 }
 
 // sendHeaderAndFile writes hdr and then n bytes of f from off on the raw
 // socket; the caller holds wmu.
 func (c *conn) sendHeaderAndFile(hdr []byte, f *os.File, off, n int64) error {
-	in := int(f.Fd())
+	rc, err := c.fileConn(f)
+	if err != nil {
+		return err
+	}
+	ferr := rc.Read(func(inFD uintptr) bool {
+		err = c.sendHeaderAndFD(hdr, int(inFD), off, n)
+		return true
+	})
+	return errors.Join(ferr, err)
+}
+
+// sendHeaderAndFD is sendHeaderAndFile with the file's descriptor held.
+func (c *conn) sendHeaderAndFD(hdr []byte, in int, off, n int64) error {
 	var opErr error
 	err := c.rawSock.Write(func(fd uintptr) bool {
 		for len(hdr) > 0 {

@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -55,13 +56,48 @@ print("READS", done, "BAD", bad)
 h.shutdown()
 `
 
-// TestSendfileRepliesMatchSource serves a source file, whose large reads
-// leave with sendfile, over a unix socket and over TCP, with simple and
-// with structured replies, and checks every byte libnbd receives.
+// TestSendfileRepliesMatchSource serves a source file, whose pipelined
+// large reads leave with sendfile and whose cached small ones are answered
+// in the request loop, over a unix socket and over TCP, with simple and
+// with structured replies, and checks every byte libnbd receives. The file
+// lies on the temp dir's file system, which honours RWF_NOWAIT, and on
+// tmpfs, which refuses it.
 func TestSendfileRepliesMatchSource(t *testing.T) {
+	for _, dir := range []string{"", "/dev/shm"} {
+		name := "tempdir"
+		if dir != "" {
+			name = "tmpfs"
+			if _, err := os.Stat(dir); err != nil {
+				t.Logf("skipping tmpfs: %v", err)
+				continue
+			}
+		}
+		t.Run(name, func(t *testing.T) { testFileReplies(t, dir) })
+	}
+}
+
+func testFileReplies(t *testing.T, dir string) {
 	py := testutil.RequirePython3Module(t, "nbd")
 	const size = 9<<20 + 4097 // odd, so reads end at an unaligned end of file
 	path := makeImage(t, "src.img", size, 61)
+	if dir != "" {
+		d, err := os.MkdirTemp(dir, "kvmify-nbd-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		p := filepath.Join(d, "src.img")
+		if err := os.Rename(path, p); err != nil {
+			b, rerr := os.ReadFile(path)
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		path = p
+	}
 	sum := testutil.FileSHA256(t, path)
 	script := filepath.Join(t.TempDir(), "reads.py")
 	if err := os.WriteFile(script, []byte(mixedReadsScript), 0o644); err != nil {
@@ -110,7 +146,8 @@ func startTCPServer(t *testing.T, srv *Server) string {
 
 // TestSendfileShortFileBreaksConnection checks that a source file that
 // shrank under the server ends the connection instead of sending a reply
-// whose header promised bytes that never come.
+// whose header promised bytes that never come, and that a lone read of the
+// missing bytes, which is copied, gets an error reply instead.
 func TestSendfileShortFileBreaksConnection(t *testing.T) {
 	const size = 4 << 20
 	path := makeImage(t, "shrinks.img", size, 62)
@@ -127,7 +164,15 @@ func TestSendfileShortFileBreaksConnection(t *testing.T) {
 	if err := os.Truncate(path, size/2); err != nil {
 		t.Fatal(err)
 	}
-	cl.send(CmdRead, 0, 1, uint64(size-(1<<20)), 1<<20, nil)
+	if errno, _ := cl.do(CmdRead, 0, size-(1<<20), 1<<20, nil); errno != errnoIO {
+		t.Fatalf("lone read past the shrunk end: errno %d, want EIO", errno)
+	}
+	// Two reads in one write: the first is pipelined, so it goes out with
+	// sendfile (a lone one is copied and gets an error reply instead).
+	reqs := append(encodeRequest(CmdRead, 0, 1, uint64(size-(1<<20)), 1<<20), encodeRequest(CmdRead, 0, 2, 0, 4096)...)
+	if _, err := cl.c.Write(reqs); err != nil {
+		t.Fatal(err)
+	}
 	cl.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.Copy(io.Discard, cl.c)
 	if err != nil {
@@ -135,5 +180,52 @@ func TestSendfileShortFileBreaksConnection(t *testing.T) {
 	}
 	if got >= simpleReplyLen+1<<20 {
 		t.Fatalf("got a whole %d-byte reply for bytes the file no longer has", got)
+	}
+}
+
+// TestPipelinedReadsThenDisc sends a burst of cached reads and DISC in one
+// write: replies the request loop holds to batch must all go out before
+// the connection closes.
+func TestPipelinedReadsThenDisc(t *testing.T) {
+	const size = 4 << 20
+	path := makeImage(t, "burst.img", size, 63)
+	img := patternBytes(63, size)
+	src, err := disk.OpenSource(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	sock := startServer(t, oneExport(src, true))
+	for _, n := range []uint32{4096, 200 << 10} { // copied in the loop; sent with sendfile
+		cl := dialGo(t, sock, "")
+		const reads = 100
+		var burst []byte
+		for i := range reads {
+			burst = append(burst, encodeRequest(CmdRead, 0, uint64(i), uint64(i)*8192%(size-uint64(n)), n)...)
+		}
+		burst = append(burst, encodeRequest(CmdDisc, 0, 0, 0, 0)...)
+		if _, err := cl.c.Write(burst); err != nil {
+			t.Fatal(err)
+		}
+		cl.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		seen := map[uint64]bool{}
+		for range reads {
+			errno, h, err := cl.reply()
+			if err != nil {
+				t.Fatalf("%d-byte reads: after %d replies: %v", n, len(seen), err)
+			}
+			data := make([]byte, n)
+			if _, err := io.ReadFull(cl.c, data); err != nil {
+				t.Fatal(err)
+			}
+			off := h * 8192 % (size - uint64(n))
+			if errno != 0 || h >= reads || seen[h] || !bytes.Equal(data, img[off:off+uint64(n)]) {
+				t.Fatalf("%d-byte reads: reply for handle %d: errno %d, repeated %v, data ok %v", n, h, errno, seen[h], bytes.Equal(data, img[off:off+uint64(n)]))
+			}
+			seen[h] = true
+		}
+		if !connClosed(t, cl) {
+			t.Fatalf("%d-byte reads: connection open after DISC", n)
+		}
 	}
 }

@@ -55,9 +55,9 @@ func (c *conn) reply(req *rawRequest, errno uint32) {
 
 // errorChunk sends a final NBD_REPLY_TYPE_ERROR chunk without a message.
 func (c *conn) errorChunk(handle uint64, errno uint32) {
-	var b [structReplyLen + errorChunkLen]byte
-	putStructHeader(b[:], replyFlagDone, replyTypeError, handle, errorChunkLen)
-	binary.BigEndian.PutUint32(b[structReplyLen:], errno)
-	// The message length at b[structReplyLen+4:] stays zero.
-	c.send(b[:])
+	r := reply{smallN: structReplyLen + errorChunkLen}
+	putStructHeader(r.small[:], replyFlagDone, replyTypeError, handle, errorChunkLen)
+	binary.BigEndian.PutUint32(r.small[structReplyLen:], errno)
+	// The message length at structReplyLen+4 stays zero.
+	c.queue(&r)
 }

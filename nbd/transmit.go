@@ -95,8 +95,13 @@ func (c *conn) transmit(x *export) {
 	c.jobs = make(chan job)
 	defer c.workers.Wait()
 	defer close(c.jobs)
+	defer c.flushHeld()
 	var hdr [requestLen]byte
 	for !c.brokeErr.Load() {
+		if c.held > 0 && c.r.Buffered() < requestLen {
+			// About to wait for the client: first send what was answered.
+			c.flushHeld()
+		}
 		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
 			return
 		}
@@ -124,7 +129,7 @@ func (c *conn) transmit(x *export) {
 // dispatch reads a write's payload (only the request loop may read the
 // socket) and hands the request to a worker goroutine.
 func (c *conn) dispatch(req rawRequest) {
-	if req.Type == CmdRead && c.sendFileReply(req) {
+	if req.Type == CmdRead && c.readFromFile(req) {
 		return
 	}
 	var buf *[]byte
@@ -146,8 +151,7 @@ func (c *conn) dispatch(req rawRequest) {
 	// cross-thread wake-up, which is most of the server's CPU overhead at
 	// queue depth 1; a request arriving meanwhile waits at most for this one.
 	if len(c.slots) == 0 && c.r.Buffered() == 0 {
-		c.handle(req, buf)
-		if buf != nil {
+		if !c.handle(req, buf) && buf != nil {
 			c.srv.pool.put(buf)
 			c.budget.release(n)
 		}
@@ -177,8 +181,7 @@ type job struct {
 func (c *conn) work(j job) {
 	defer c.workers.Done()
 	for {
-		c.handle(j.req, j.buf)
-		if j.buf != nil {
+		if !c.handle(j.req, j.buf) && j.buf != nil {
 			c.srv.pool.put(j.buf)
 			c.budget.release(int64(j.req.Length))
 		}
@@ -190,8 +193,9 @@ func (c *conn) work(j job) {
 	}
 }
 
-// handle performs a validated request and replies.
-func (c *conn) handle(req rawRequest, buf *[]byte) {
+// handle performs a validated request and replies. It reports whether buf
+// went to the reply queue, which then gives it and its budget back.
+func (c *conn) handle(req rawRequest, buf *[]byte) bool {
 	x := c.exp
 	off := int64(req.Offset)
 	n := int64(req.Length)
@@ -208,8 +212,9 @@ func (c *conn) handle(req rawRequest, buf *[]byte) {
 			err = io.ErrUnexpectedEOF
 		}
 		if err == nil {
-			c.send(x.readReply(b, req.Handle, req.Offset))
-			return
+			h := x.readReply(b, req.Handle, req.Offset)
+			c.queue(&reply{buf: buf, start: len(b) - len(h), budget: n})
+			return true
 		}
 	case CmdWrite:
 		_, err = x.writer.WriteAt((*buf)[replyHeadroom:], off)
@@ -225,12 +230,13 @@ func (c *conn) handle(req rawRequest, buf *[]byte) {
 		// A hint only; the backends cache in the page cache already.
 	case CmdBlockStatus:
 		c.blockStatus(&req)
-		return
+		return false
 	}
 	if err == nil && fua {
 		err = x.flusher.Flush()
 	}
 	c.reply(&req, errnoFor(err))
+	return false
 }
 
 func (c *conn) writeZeroes(off, n int64) error {
@@ -261,17 +267,7 @@ func putReplyHeader(b []byte, handle uint64, errno uint32) {
 }
 
 func (c *conn) simpleReply(handle uint64, errno uint32) {
-	var b [simpleReplyLen]byte
-	putReplyHeader(b[:], handle, errno)
-	c.send(b[:])
-}
-
-// send writes one whole reply; replies never interleave.
-func (c *conn) send(b []byte) {
-	c.wmu.Lock()
-	_, err := c.nc.Write(b)
-	c.wmu.Unlock()
-	if err != nil {
-		c.broken()
-	}
+	r := reply{smallN: simpleReplyLen}
+	putReplyHeader(r.small[:], handle, errno)
+	c.queue(&r)
 }
