@@ -57,11 +57,13 @@ type conn struct {
 	// rawSock lets large reads leave with sendfile(2); nil under TLS, whose
 	// records the kernel cannot build.
 	rawSock syscall.RawConn
-	// Request-loop state: replies answered inline but not yet sent, and
-	// whether the backend's file system refused RWF_NOWAIT.
+	// Request-loop state: replies answered inline but not yet sent, whether
+	// the backend's file system refused RWF_NOWAIT or keeps files in memory,
+	// and the file reads last went to.
 	held         int
 	heldBytes    int
 	noNowait     bool
+	ramFile      bool
 	lastFile     *os.File
 	lastFileConn syscall.RawConn
 }

@@ -20,8 +20,9 @@ const (
 // pipelined behind others go out with sendfile(2), which spares the server
 // both copies (profiling showed them at 95% of its CPU on sequential
 // reads); others are copied with preadv2(RWF_NOWAIT), which succeeds only
-// when the page cache holds the data. It reports false, having sent
-// nothing, when the read must go the ordinary way.
+// when the page cache holds the data (on tmpfs, which refuses the flag but
+// never waits for a device, with a plain read). It reports false, having
+// sent nothing, when the read must go the ordinary way.
 //
 // A read that is alone on the connection is copied rather than sent with
 // sendfile: the client waits for it, and data the server just copied is
@@ -56,15 +57,25 @@ func (c *conn) readFromFile(req rawRequest) bool {
 	// Through RawConn the descriptor stays referenced for the call, so a
 	// backend closed meanwhile fails cleanly instead of naming a reused fd.
 	rerr := rc.Read(func(fd uintptr) bool {
-		got, err = unix.Preadv2(int(fd), [][]byte{b[replyHeadroom:]}, foff, unix.RWF_NOWAIT)
+		flags := unix.RWF_NOWAIT
+		if c.ramFile {
+			flags = 0
+		}
+		got, err = unix.Preadv2(int(fd), [][]byte{b[replyHeadroom:]}, foff, flags)
+		if err != nil && !c.ramFile && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
+			// A file system without RWF_NOWAIT is not asked again; one that
+			// lives in memory (tmpfs, ramfs) never waits for a device, so
+			// its reads are always safe here.
+			if c.ramFile = inMemoryFS(int(fd)); c.ramFile {
+				got, err = unix.Preadv2(int(fd), [][]byte{b[replyHeadroom:]}, foff, 0)
+			} else {
+				c.noNowait = true
+			}
+		}
 		return true
 	})
 	if rerr != nil || err != nil || got != n {
-		// EAGAIN or a short read: the data is not all cached. A file
-		// system without RWF_NOWAIT is not asked again.
-		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
-			c.noNowait = true
-		}
+		// EAGAIN or a short read: the data is not all cached.
 		c.srv.pool.put(buf)
 		return false
 	}
@@ -113,4 +124,14 @@ func (c *conn) fileConn(f *os.File) (syscall.RawConn, error) {
 		c.lastFile, c.lastFileConn = f, rc
 	}
 	return c.lastFileConn, nil
+}
+
+// inMemoryFS reports whether fd's file lives in a file system whose page
+// cache is its storage.
+func inMemoryFS(fd int) bool {
+	var st unix.Statfs_t
+	if unix.Fstatfs(fd, &st) != nil {
+		return false
+	}
+	return st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC
 }

@@ -61,7 +61,7 @@ h.shutdown()
 // in the request loop, over a unix socket and over TCP, with simple and
 // with structured replies, and checks every byte libnbd receives. The file
 // lies on the temp dir's file system, which honours RWF_NOWAIT, and on
-// tmpfs, which refuses it.
+// tmpfs, which refuses it but is read in the loop all the same.
 func TestSendfileRepliesMatchSource(t *testing.T) {
 	for _, dir := range []string{"", "/dev/shm"} {
 		name := "tempdir"
