@@ -24,5 +24,14 @@
 // function (errnoFor). Requests on a connection run concurrently and are
 // answered out of order; memory per connection is bounded by a byte budget.
 //
+// The read path is built for the page cache, where a server's cost is its
+// copies and wake-ups. A backend that is a disk.FileRanger (a source file,
+// an overlay over one for the blocks it does not hold) lets reads skip the
+// workers: pipelined reads of 64 KiB and more leave with sendfile(2), other
+// reads whose data is cached are copied in the request loop and their
+// replies sent together. Workers hand finished replies to a queue that one
+// writev empties. TLS, block devices and blocks held by the overlay take
+// the ordinary path of a worker, a pooled buffer and one copy.
+//
 // The protocol is described in doc/proto.md of the NBD project.
 package nbd
