@@ -56,6 +56,7 @@ type Source struct {
 	f    *os.File
 	size int64
 	dev  bool
+	runs runCache // the allocation run Extents found last
 }
 
 // OpenSource opens path with O_RDONLY. It never opens for writing, so even a

@@ -3,6 +3,7 @@ package disk
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,6 +47,11 @@ func (s *Source) Extents(off, length int64) ([]Extent, error) {
 func (s *Source) extents(fd int, off, end int64) (extentList, error) {
 	var out extentList
 	for pos := off; pos < end && len(out) < maxSourceExtents; {
+		if r, ok := s.runs.lookup(pos); ok {
+			out.add(r.end-pos, r.flags)
+			pos = r.end
+			continue
+		}
 		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
 		switch {
 		case errors.Is(err, unix.ENXIO):
@@ -63,6 +69,7 @@ func (s *Source) extents(fd int, off, end int64) (extentList, error) {
 		if data > pos {
 			data = min(data, s.size)
 			out.add(data-pos, ExtentHole|ExtentZero)
+			s.runs.remember(pos, data, ExtentHole|ExtentZero)
 			pos = data
 			continue
 		}
@@ -76,6 +83,7 @@ func (s *Source) extents(fd int, off, end int64) (extentList, error) {
 			hole = s.size
 		}
 		out.add(hole-pos, 0)
+		s.runs.remember(pos, hole, 0)
 		pos = hole
 	}
 	return out, nil
@@ -130,4 +138,37 @@ func CheckExtents(exts []Extent, off, length, size int64) error {
 		pos += e.Length
 	}
 	return nil
+}
+
+// runCache remembers the last run of one allocation state that lseek
+// found. Sequential readers such as nbdcopy ask for the extents of one
+// chunk after another, and on tmpfs, whose SEEK_HOLE walks the page cache
+// up to the next hole, asking the kernel each time cost a walk of the whole
+// data run per chunk. A source is read-only and never changes while open,
+// so a run once found stays true.
+type runCache struct {
+	mu    sync.Mutex
+	start int64
+	end   int64 // start == end: nothing cached
+	flags ExtentFlags
+}
+
+type cachedRun struct {
+	end   int64
+	flags ExtentFlags
+}
+
+func (c *runCache) lookup(pos int64) (cachedRun, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if pos < c.start || pos >= c.end {
+		return cachedRun{}, false
+	}
+	return cachedRun{end: c.end, flags: c.flags}, true
+}
+
+func (c *runCache) remember(start, end int64, flags ExtentFlags) {
+	c.mu.Lock()
+	c.start, c.end, c.flags = start, end, flags
+	c.mu.Unlock()
 }
