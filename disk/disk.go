@@ -140,3 +140,14 @@ type Extenter interface {
 	// and length must be positive.
 	Extents(off, length int64) ([]Extent, error)
 }
+
+// QuickWriter is implemented by disks for which some writes need nothing
+// read from a slower layer first (an overlay whose blocks are written whole
+// or already held), so a server can do those at once instead of handing
+// them to a worker.
+type QuickWriter interface {
+	// QuickWriteAt writes p at off, as WriteAt does, when that reads
+	// nothing from a lower layer. Otherwise it writes nothing and reports
+	// done false.
+	QuickWriteAt(p []byte, off int64) (done bool, err error)
+}

@@ -81,6 +81,7 @@ type export struct {
 	// What this connection negotiated for the export.
 	structured  bool // replies to READ and errors are structured
 	filer       disk.FileRanger
+	quick       disk.QuickWriter
 	blockStatus bool          // base:allocation was selected for it
 	extenter    disk.Extenter // nil: every range is reported as data
 }
@@ -93,6 +94,7 @@ func resolveExport(e Export) *export {
 		x.writer = w
 		x.zeroer, _ = e.Backend.(disk.Zeroer)
 		x.trimmer, _ = e.Backend.(disk.Trimmer)
+		x.quick, _ = e.Backend.(disk.QuickWriter)
 		// Without a Zeroer, WRITE_ZEROES is emulated with zero-filled writes.
 		x.flags |= tflagSendWriteZeroes
 		if x.trimmer != nil {

@@ -36,7 +36,7 @@ func (r *reply) bytes() []byte {
 type replyQueue struct {
 	mu      sync.Mutex
 	pending []reply
-	spare   []reply // the other of two slices that swap roles, so queueing allocates nothing
+	spare   []reply // the other of two arrays that swap roles, so queueing allocates nothing
 	iov     net.Buffers
 }
 
@@ -73,12 +73,14 @@ func (c *conn) writeQueued() {
 	for {
 		q.mu.Lock()
 		batch := q.pending
-		q.pending = q.spare[:0]
-		q.mu.Unlock()
 		if len(batch) == 0 {
-			q.spare = batch
+			q.mu.Unlock()
 			return
 		}
+		// pending and spare must never share an array: queue appends to
+		// pending while the batch taken from it is being written.
+		q.pending, q.spare = q.spare[:0], nil
+		q.mu.Unlock()
 		iov := q.iov[:0]
 		for i := range batch {
 			iov = append(iov, batch[i].bytes())
@@ -101,6 +103,7 @@ func (c *conn) writeQueued() {
 			batch[i] = reply{}
 		}
 		clear(q.iov[:cap(q.iov)])
+		// Only the writer, holding wmu, touches spare outside mu.
 		q.spare = batch[:0]
 	}
 }

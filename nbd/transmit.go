@@ -144,6 +144,9 @@ func (c *conn) dispatch(req rawRequest) {
 				c.broken()
 				return
 			}
+			if c.quickWrite(req, buf) {
+				return
+			}
 		}
 	}
 	// With nothing else in flight and no further request already received,

@@ -1,0 +1,34 @@
+package nbd
+
+// quickWrite performs a write in the request loop when the backend can do
+// it without reading a lower layer, and gives back buf and its budget. At
+// queue depth 32 writes handed to workers spent a third of the server's
+// time switching between threads that contend for the overlay file's inode
+// lock, which lets one writer in at a time anyway. Writes with FUA wait for
+// a flush and stay with the workers. It reports false, having written
+// nothing, when the write must go the ordinary way.
+func (c *conn) quickWrite(req rawRequest, buf *[]byte) bool {
+	x := c.exp
+	if x.quick == nil || req.Flags&cmdFlagFUA != 0 {
+		return false
+	}
+	done, err := x.quick.QuickWriteAt((*buf)[replyHeadroom:], int64(req.Offset))
+	if !done {
+		return false
+	}
+	c.srv.pool.put(buf)
+	c.budget.release(int64(req.Length))
+	if err != nil {
+		c.reply(&req, errnoFor(err))
+		return true
+	}
+	r := reply{smallN: simpleReplyLen}
+	putReplyHeader(r.small[:], req.Handle, errnoOK)
+	if c.r.Buffered() >= requestLen {
+		// Another request is already here: its reply can share the write.
+		c.hold(&r, 0)
+	} else {
+		c.queue(&r)
+	}
+	return true
+}
