@@ -29,9 +29,11 @@
 // an overlay over one for the blocks it does not hold) lets reads skip the
 // workers: pipelined reads of 64 KiB and more leave with sendfile(2), other
 // reads whose data is cached are copied in the request loop and their
-// replies sent together. Workers hand finished replies to a queue that one
-// writev empties. TLS, block devices and blocks held by the overlay take
-// the ordinary path of a worker, a pooled buffer and one copy.
+// replies sent together. Writes a disk.QuickWriter can take without
+// reading a lower layer are done in the request loop too. Workers hand
+// finished replies to a queue that one writev empties. TLS, block devices,
+// blocks held by the overlay, partial writes into unchanged blocks and FUA
+// writes take the ordinary path of a worker, a pooled buffer and one copy.
 //
 // The protocol is described in doc/proto.md of the NBD project.
 package nbd
