@@ -80,15 +80,19 @@ func (c *conn) readFromFile(req rawRequest) bool {
 		return false
 	}
 	h := x.readReply(b, req.Handle, req.Offset)
-	r := reply{buf: buf, start: len(b) - len(h)}
-	if more {
-		// The next request is already here: answer it too before paying
-		// for a write, so a burst of reads leaves in one writev.
-		c.hold(&r, n)
-	} else {
-		c.queue(&r)
-	}
+	c.answer(&reply{buf: buf, start: len(b) - len(h)}, n)
 	return true
+}
+
+// answer queues a reply made in the request loop, or holds it when the next
+// request is already here, so that a burst of requests answered in the loop
+// leaves in one writev.
+func (c *conn) answer(r *reply, n int) {
+	if c.r.Buffered() >= requestLen {
+		c.hold(r, n)
+	} else {
+		c.queue(r)
+	}
 }
 
 // hold queues a reply answered in the request loop without writing it; the

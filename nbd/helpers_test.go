@@ -121,6 +121,14 @@ func startServer(t testing.TB, srv *Server) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveOn(t, srv, l)
+	return sock
+}
+
+// serveOn serves srv on l until the test ends, then checks that Serve
+// returns ErrServerClosed.
+func serveOn(t testing.TB, srv *Server, l net.Listener) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l) }()
@@ -135,7 +143,6 @@ func startServer(t testing.TB, srv *Server) string {
 			t.Errorf("Serve did not return after cancel")
 		}
 	})
-	return sock
 }
 
 func oneExport(b disk.Reader, ro bool) *Server {

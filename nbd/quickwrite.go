@@ -24,11 +24,6 @@ func (c *conn) quickWrite(req rawRequest, buf *[]byte) bool {
 	}
 	r := reply{smallN: simpleReplyLen}
 	putReplyHeader(r.small[:], req.Handle, errnoOK)
-	if c.r.Buffered() >= requestLen {
-		// Another request is already here: its reply can share the write.
-		c.hold(&r, 0)
-	} else {
-		c.queue(&r)
-	}
+	c.answer(&r, 0)
 	return true
 }

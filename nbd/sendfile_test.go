@@ -2,8 +2,6 @@ package nbd
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -132,15 +130,7 @@ func startTCPServer(t *testing.T, srv *Server) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	serveOn(t, srv, l)
 	return l.Addr().String()
 }
 
