@@ -418,14 +418,7 @@ func TestSourceExtentsBlockDevice(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("attaching a loop device needs root")
 	}
-	losetup := testutil.RequireTool(t, "losetup")
-	path := sparseFile(t, t.TempDir(), 4*mib, []run{{mib, 4096}})
-	out, err := exec.Command(losetup, "--find", "--show", "--read-only", path).Output()
-	if err != nil {
-		t.Skipf("no loop device available: %v", err)
-	}
-	dev := string(bytes.TrimSpace(out))
-	t.Cleanup(func() { exec.Command(losetup, "--detach", dev).Run() })
+	dev := loopDevice(t, sparseFile(t, t.TempDir(), 4*mib, []run{{mib, 4096}}))
 	s := openSource(t, dev)
 	if !s.IsBlockDevice() || s.Size() != 4*mib {
 		t.Fatalf("%s: block device %v, size %d", dev, s.IsBlockDevice(), s.Size())
@@ -461,4 +454,18 @@ func checkSequentialChunks(t *testing.T, s *Source, m []Extent) {
 		}
 		checkAgainst(t, exts, m, off)
 	}
+}
+
+// loopDevice attaches path read-only to a free loop device for the test and
+// returns the device; it skips when none can be attached.
+func loopDevice(t *testing.T, path string) string {
+	t.Helper()
+	losetup := testutil.RequireTool(t, "losetup")
+	out, err := exec.Command(losetup, "--find", "--show", "--read-only", path).Output()
+	if err != nil {
+		t.Skipf("no loop device available: %v", err)
+	}
+	dev := string(bytes.TrimSpace(out))
+	t.Cleanup(func() { exec.Command(losetup, "--detach", dev).Run() })
+	return dev
 }

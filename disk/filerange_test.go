@@ -3,10 +3,7 @@ package disk
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"testing"
-
-	"github.com/kvmify/kvmify/internal/testutil"
 )
 
 // TestSourceFileRange checks that every in-range answer names the source's
@@ -46,14 +43,7 @@ func TestSourceFileRangeBlockDevice(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("attaching a loop device needs root")
 	}
-	losetup := testutil.RequireTool(t, "losetup")
-	path := sparseFile(t, t.TempDir(), 4*mib, []run{{mib, 4096}})
-	out, err := exec.Command(losetup, "--find", "--show", "--read-only", path).Output()
-	if err != nil {
-		t.Skipf("no loop device available: %v", err)
-	}
-	dev := string(bytes.TrimSpace(out))
-	t.Cleanup(func() { exec.Command(losetup, "--detach", dev).Run() })
+	dev := loopDevice(t, sparseFile(t, t.TempDir(), 4*mib, []run{{mib, 4096}}))
 	s := openSource(t, dev)
 	if _, _, ok := s.FileRange(0, 4096); ok {
 		t.Fatalf("%s: a block device was mapped for sendfile", dev)
