@@ -2,7 +2,6 @@ package disk
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"os"
@@ -58,23 +57,12 @@ func shmDir(t *testing.T) string {
 // merged extents from 0 to size.
 func qemuMap(t *testing.T, path string, size int64) []Extent {
 	t.Helper()
-	qemuImg := testutil.RequireTool(t, "qemu-img")
-	out, err := exec.Command(qemuImg, "map", "--output=json", "-f", "raw", path).Output()
-	if err != nil {
-		t.Fatalf("qemu-img map %s: %v", path, err)
-	}
-	var entries []struct {
-		Start, Length int64
-		Data, Zero    bool
-	}
-	if err := json.Unmarshal(out, &entries); err != nil {
-		t.Fatalf("qemu-img map output: %v\n%s", err, out)
-	}
+	entries := testutil.QemuImgMap(t, path)
 	var l extentList
 	pos := int64(0)
 	for _, e := range entries {
 		if e.Start != pos {
-			t.Fatalf("qemu-img map: entry at %d, want %d\n%s", e.Start, pos, out)
+			t.Fatalf("qemu-img map: entry at %d, want %d\n%+v", e.Start, pos, entries)
 		}
 		var flags ExtentFlags
 		if !e.Data {
@@ -88,7 +76,7 @@ func qemuMap(t *testing.T, path string, size int64) []Extent {
 		pos += e.Length
 	}
 	if pos < size {
-		t.Fatalf("qemu-img map covers %d of %d bytes\n%s", pos, size, out)
+		t.Fatalf("qemu-img map covers %d of %d bytes\n%+v", pos, size, entries)
 	}
 	return l
 }

@@ -4,7 +4,6 @@ package fusemount_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"os"
@@ -135,20 +134,8 @@ func addExtent(l []disk.Extent, length int64, flags disk.ExtentFlags) []disk.Ext
 // qemuImgMap is what `qemu-img map` reports for a raw file, merged.
 func qemuImgMap(t *testing.T, path string) []disk.Extent {
 	t.Helper()
-	qemuImg := testutil.RequireTool(t, "qemu-img")
-	out, err := exec.Command(qemuImg, "map", "--output=json", "-f", "raw", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("qemu-img map %s: %v\n%s", path, err, out)
-	}
-	var entries []struct {
-		Start, Length int64
-		Data, Zero    bool
-	}
-	if err := json.Unmarshal(out, &entries); err != nil {
-		t.Fatalf("qemu-img map output: %v\n%s", err, out)
-	}
 	var l []disk.Extent
-	for _, e := range entries {
+	for _, e := range testutil.QemuImgMap(t, path) {
 		flags := disk.ExtentFlags(0)
 		if !e.Data {
 			flags = disk.ExtentHole

@@ -266,22 +266,10 @@ func allocated(t *testing.T, path string) int64 {
 	return st.Blocks * 512
 }
 
-// qemuMapRun is one entry of qemu-img map --output=json.
-type qemuMapRun struct {
-	Start  int64 `json:"start"`
-	Length int64 `json:"length"`
-	Zero   bool  `json:"zero"`
-	Data   bool  `json:"data"`
-}
-
 func qemuMap(t *testing.T, out []byte) []mapRun {
 	t.Helper()
-	var q []qemuMapRun
-	if err := json.Unmarshal(out, &q); err != nil {
-		t.Fatalf("qemu-img map json: %v\n%s", err, out)
-	}
 	var runs []mapRun
-	for _, r := range q {
+	for _, r := range testutil.ParseQemuImgMap(t, out) {
 		var fl uint32
 		if r.Zero {
 			fl |= stateZero

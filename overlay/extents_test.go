@@ -1,12 +1,10 @@
 package overlay
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -72,23 +70,12 @@ func newSparseSource(t testing.TB, size int64, runs [][2]int64) (string, *disk.S
 // merged, from 0 to size.
 func qemuImgMap(t testing.TB, path string, size int64) []disk.Extent {
 	t.Helper()
-	qemuImg := testutil.RequireTool(t, "qemu-img")
-	out, err := exec.Command(qemuImg, "map", "--output=json", "-f", "raw", path).Output()
-	if err != nil {
-		t.Fatalf("qemu-img map %s: %v", path, err)
-	}
-	var entries []struct {
-		Start, Length int64
-		Data, Zero    bool
-	}
-	if err := json.Unmarshal(out, &entries); err != nil {
-		t.Fatalf("qemu-img map output: %v\n%s", err, out)
-	}
+	entries := testutil.QemuImgMap(t, path)
 	var l extentList
 	pos := int64(0)
 	for _, e := range entries {
 		if e.Start != pos || e.Length <= 0 {
-			t.Fatalf("qemu-img map: entry %+v, want one at %d\n%s", e, pos, out)
+			t.Fatalf("qemu-img map: entry %+v, want one at %d\n%+v", e, pos, entries)
 		}
 		var flags disk.ExtentFlags
 		if !e.Data {
@@ -103,7 +90,7 @@ func qemuImgMap(t testing.TB, path string, size int64) []disk.Extent {
 		pos += e.Length
 	}
 	if pos < size {
-		t.Fatalf("qemu-img map covers %d of %d bytes\n%s", pos, size, out)
+		t.Fatalf("qemu-img map covers %d of %d bytes\n%+v", pos, size, entries)
 	}
 	return l
 }
