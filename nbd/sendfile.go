@@ -15,7 +15,7 @@ const sendfileMin = 64 << 10
 // sendfileChunk bounds one sendfile call, which Linux caps near 2 GiB anyway.
 const sendfileChunk = 1 << 30
 
-// sendFileReply sends a successful read reply whose n data bytes the
+// sendFileReply sends a successful read reply whose data the
 // kernel takes from f at foff: no buffer, no copy in the server.
 func (c *conn) sendFileReply(req rawRequest, f *os.File, foff int64) {
 	var h [replyHeadroom]byte
