@@ -44,6 +44,16 @@ type Zeroer interface {
 	Zero(off, length int64) error
 }
 
+// Write is a run of bytes planned for Offset of the disk or volume it was
+// planned against; What names the structure it changes, for people
+// ("hive data", "mft-record", "$Bitmap"). Planners return Writes and never
+// apply them; only an overlay does.
+type Write struct {
+	Offset int64
+	Data   []byte
+	What   string
+}
+
 // ErrReadOnly is returned by writes to a disk that was opened read-only.
 var ErrReadOnly = errors.New("disk is read-only")
 

@@ -1,5 +1,7 @@
 package ntfs
 
+import "github.com/kvmify/kvmify/disk"
+
 // $Bitmap holds one bit per cluster, set when the cluster is in use. The
 // allocator reads it in chunks so that planning on a large volume touches
 // only the part of the bitmap it searches.
@@ -224,8 +226,8 @@ func (b *clusterBitmap) nearestFit(need, goal int64) ([]Run, error) {
 // writes returns whole-sector writes of the changed parts of $Bitmap's
 // data, each sector rebuilt from the disk's bytes so that bytes past the
 // data size are kept.
-func (b *clusterBitmap) writes() ([]Write, error) {
-	var out []Write
+func (b *clusterBitmap) writes() ([]disk.Write, error) {
+	var out []disk.Write
 	ss := b.v.SectorSize
 	for off := range b.changed {
 		ext, err := b.s.diskExtents(off, ss)
@@ -252,7 +254,7 @@ func (b *clusterBitmap) writes() ([]Write, error) {
 		}
 		pos = 0
 		for _, e := range ext {
-			out = append(out, Write{Offset: e.Offset, Data: sector[pos : pos+e.Length], What: WriteBitmap})
+			out = append(out, disk.Write{Offset: e.Offset, Data: sector[pos : pos+e.Length], What: WriteBitmap})
 			pos += e.Length
 		}
 	}

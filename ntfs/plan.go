@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/kvmify/kvmify/disk"
 )
 
 // Write kinds, naming the structure a planned write changes.
@@ -27,14 +29,6 @@ var (
 // firstUserRecord is the first MFT record not reserved for system files;
 // lower records (some mirrored in $MFTMirr) are never rewritten.
 const firstUserRecord = 16
-
-// Write is one planned write: Data goes at byte Offset of the volume (the
-// caller adds the partition's offset).
-type Write struct {
-	Offset int64
-	Data   []byte
-	What   string
-}
 
 // PlanOptions tunes PlanRewrite.
 type PlanOptions struct {
@@ -58,7 +52,7 @@ type PlanOptions struct {
 // encrypted and sparse streams, directories and system files are refused
 // with ErrNotPlannable, an unsafe volume with ErrUnsafeVolume unless
 // opts.AllowUnsafeVolume is set.
-func (v *Volume) PlanRewrite(path string, content []byte, opts PlanOptions) ([]Write, error) {
+func (v *Volume) PlanRewrite(path string, content []byte, opts PlanOptions) ([]disk.Write, error) {
 	f, stream, err := v.Lookup(path)
 	if err != nil {
 		return nil, err
@@ -68,7 +62,7 @@ func (v *Volume) PlanRewrite(path string, content []byte, opts PlanOptions) ([]W
 
 // PlanRewriteFile is PlanRewrite for an already opened file and the name
 // of its $DATA stream ("" for the unnamed one).
-func (v *Volume) PlanRewriteFile(f *File, stream string, content []byte, opts PlanOptions) ([]Write, error) {
+func (v *Volume) PlanRewriteFile(f *File, stream string, content []byte, opts PlanOptions) ([]disk.Write, error) {
 	if !opts.AllowUnsafeVolume {
 		if err := v.checkSafe(); err != nil {
 			return nil, err
@@ -142,10 +136,10 @@ type planner struct {
 	s             *Stream
 	records       map[uint64][]byte
 	recordExtents map[uint64][]Extent
-	writes        []Write
+	writes        []disk.Write
 }
 
-func (p *planner) plan(content []byte) ([]Write, error) {
+func (p *planner) plan(content []byte) ([]disk.Write, error) {
 	v, s := p.v, p.s
 	cs := v.ClusterSize
 	newLen := int64(len(content))
@@ -274,16 +268,16 @@ func (p *planner) flushRecords() error {
 }
 
 // splitWrite cuts b into one write per disk extent.
-func splitWrite(b []byte, extents []Extent, what string) []Write {
-	var out []Write
+func splitWrite(b []byte, extents []Extent, what string) []disk.Write {
+	var out []disk.Write
 	pos := int64(0)
 	for _, e := range extents {
-		out = append(out, Write{Offset: e.Offset, Data: b[pos : pos+e.Length], What: what})
+		out = append(out, disk.Write{Offset: e.Offset, Data: b[pos : pos+e.Length], What: what})
 		pos += e.Length
 	}
 	return out
 }
 
-func sortWrites(w []Write) {
+func sortWrites(w []disk.Write) {
 	sort.Slice(w, func(i, j int) bool { return w[i].Offset < w[j].Offset })
 }

@@ -1,6 +1,10 @@
 package ntfs
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/kvmify/kvmify/disk"
+)
 
 // planDataChunk bounds how much of the old data is read at once while
 // diffing, so memory stays flat whatever the file size.
@@ -15,7 +19,7 @@ func (p *planner) planData(runs []Run, content []byte) error {
 	v := p.v
 	cs, ss := v.ClusterSize, v.SectorSize
 	newLen := int64(len(content))
-	var pending *Write
+	var pending *disk.Write
 	flush := func() {
 		if pending != nil {
 			p.writes = append(p.writes, *pending)
@@ -32,9 +36,9 @@ func (p *planner) planData(runs []Run, content []byte) error {
 		}
 		for off := start; off < end; off += planDataChunk {
 			n := min(planDataChunk, end-off)
-			disk := r.LCN*cs + (off - start)
+			pos := r.LCN*cs + (off - start)
 			old := make([]byte, n)
-			if err := v.readAt(old, disk, p.s.Type.String()+" data"); err != nil {
+			if err := v.readAt(old, pos, p.s.Type.String()+" data"); err != nil {
 				return err
 			}
 			for i := int64(0); i < n; i += ss {
@@ -48,11 +52,11 @@ func (p *planner) planData(runs []Run, content []byte) error {
 				data := make([]byte, ss)
 				copy(data, sector)
 				copy(data, want)
-				if pending != nil && pending.Offset+int64(len(pending.Data)) == disk+i {
+				if pending != nil && pending.Offset+int64(len(pending.Data)) == pos+i {
 					pending.Data = append(pending.Data, data...)
 				} else {
 					flush()
-					pending = &Write{Offset: disk + i, Data: data, What: WriteData}
+					pending = &disk.Write{Offset: pos + i, Data: data, What: WriteData}
 				}
 			}
 		}

@@ -16,6 +16,8 @@ import (
 	"testing"
 
 	"github.com/kvmify/kvmify/internal/testutil"
+
+	"github.com/kvmify/kvmify/disk"
 )
 
 // Paths of the files the planner tests create with ntfs-3g. hivePath sits in
@@ -216,7 +218,7 @@ func fillAndPunch(t *testing.T, mnt string, cs int64) {
 
 // applyToCopy copies img and applies the writes with WriteAt, checking each
 // is whole sectors.
-func applyToCopy(t *testing.T, img string, writes []Write, sector int64) string {
+func applyToCopy(t *testing.T, img string, writes []disk.Write, sector int64) string {
 	t.Helper()
 	cp := filepath.Join(t.TempDir(), "copy.img")
 	src, err := os.Open(img)

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/kvmify/kvmify/internal/testutil"
+
+	"github.com/kvmify/kvmify/disk"
 )
 
 // linkOfTarget marks, in a map of expected file hashes, a hard link of the
@@ -137,7 +139,7 @@ func readAll(t *testing.T, v *Volume, p string) ([]byte, *Stream) {
 	return b, s
 }
 
-func countWrites(ws []Write) map[string]int {
+func countWrites(ws []disk.Write) map[string]int {
 	m := map[string]int{}
 	for _, w := range ws {
 		m[w.What]++
@@ -351,7 +353,7 @@ func TestPlanRewriteFragmented(t *testing.T) {
 	}
 }
 
-func hasWriteAt(ws []Write, off int64) bool {
+func hasWriteAt(ws []disk.Write, off int64) bool {
 	for _, w := range ws {
 		if w.Offset <= off && off < w.Offset+int64(len(w.Data)) {
 			return true
@@ -627,7 +629,7 @@ func TestPlanRewriteRefusesDirtyVolume(t *testing.T) {
 	ws := splitWrite(raw, vol.Record.Extents, WriteMFTRecord)
 	// Records 0-3 are mirrored in $MFTMirr, which ntfs-3g compares.
 	mirror := v.Boot().MFTMirrCluster*v.ClusterSize + RecordVolume*v.RecordSize
-	ws = append(ws, Write{Offset: mirror, Data: raw, What: WriteMFTRecord})
+	ws = append(ws, disk.Write{Offset: mirror, Data: raw, What: WriteMFTRecord})
 	dirty := applyToCopy(t, img, ws, v.SectorSize)
 	if out := run(t, "ntfsinfo", "-f", "-m", dirty); !regexp.MustCompile(`Volume Flags: 0x[0-9a-f]*[13579bdf]\b`).MatchString(out) {
 		t.Fatalf("ntfsinfo does not see the dirty flag:\n%s", out)

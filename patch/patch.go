@@ -14,17 +14,12 @@ import (
 	"time"
 
 	"github.com/kvmify/kvmify/overlay"
+
+	"github.com/kvmify/kvmify/disk"
 )
 
 // MetaKey is the overlay metadata key under which the Record is stored.
 const MetaKey = "kvmify.patch"
-
-// Write is one disk write of a plan, at an absolute disk offset.
-type Write struct {
-	Offset int64
-	Data   []byte
-	What   string
-}
 
 // Change is one registry change as shown to people: values are rendered
 // (numbers, strings, hex) by the caller.
@@ -71,7 +66,7 @@ var ErrNotFresh = errors.New("overlay already holds changes but no recorded patc
 
 // Describe fills rec.Extents from the writes, hashing each write's old bytes
 // (read from src) and new bytes.
-func Describe(rec *Record, src io.ReaderAt, writes []Write) error {
+func Describe(rec *Record, src io.ReaderAt, writes []disk.Write) error {
 	rec.Extents = rec.Extents[:0]
 	for _, w := range writes {
 		old := make([]byte, len(w.Data))
@@ -107,7 +102,7 @@ func Applied(ov *overlay.Overlay) (*Record, bool, error) {
 // Apply writes the plan into ov, which must hold no changes yet, and records
 // rec durably with it. A crash before the record is committed leaves the
 // overlay as it was (nothing flushed), so the patch is simply made again.
-func Apply(ov *overlay.Overlay, writes []Write, rec *Record) error {
+func Apply(ov *overlay.Overlay, writes []disk.Write, rec *Record) error {
 	if _, ok := ov.Meta(MetaKey); ok {
 		return errors.New("overlay already holds a patch")
 	}

@@ -38,7 +38,7 @@ func TestApplyOnceThenServeAsIs(t *testing.T) {
 	ovPath := filepath.Join(dir, "ov")
 
 	ov := open(t, src, ovPath)
-	writes := []patch.Write{{Offset: 4096, Data: bytes.Repeat([]byte{1}, 4096), What: "hive data"}}
+	writes := []disk.Write{{Offset: 4096, Data: bytes.Repeat([]byte{1}, 4096), What: "hive data"}}
 	rec := &patch.Record{Target: "ide"}
 	if err := patch.Describe(rec, ov, writes); err != nil {
 		t.Fatal(err)
@@ -80,11 +80,11 @@ func TestApplyRefusesUsedOverlay(t *testing.T) {
 	ov := open(t, src, filepath.Join(dir, "ov"))
 	defer ov.Close()
 	ov.WriteAt([]byte("guest"), 0)
-	err := patch.Apply(ov, []patch.Write{{Offset: 512, Data: []byte("x")}}, &patch.Record{})
+	err := patch.Apply(ov, []disk.Write{{Offset: 512, Data: []byte("x")}}, &patch.Record{})
 	if !errors.Is(err, patch.ErrNotFresh) {
 		t.Fatalf("Apply on an overlay with guest writes: %v, want ErrNotFresh", err)
 	}
-	err = patch.Apply(open(t, src, filepath.Join(dir, "ov2")), []patch.Write{{Offset: 1 << 20, Data: []byte("x")}}, &patch.Record{})
+	err = patch.Apply(open(t, src, filepath.Join(dir, "ov2")), []disk.Write{{Offset: 1 << 20, Data: []byte("x")}}, &patch.Record{})
 	if err == nil {
 		t.Fatal("a write past the end was applied")
 	}

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages kvmify's tests and demo use as real peers
-# (qemu, nbdkit, libnbd tools, ntfs-3g, hivex, fuse3), only when missing.
+# (qemu, nbdkit, libnbd tools, ntfs-3g, hivex, fuse3, OVMF and GRUB EFI,
+# libvirt's validator, libewf's tools, xmount, gcab/cabextract), only when missing.
 set -euo pipefail
 
 pkgs=(qemu-utils qemu-system-x86 nbdkit libnbd-bin python3-libnbd ntfs-3g fdisk
-      python3-hivex libhivex-bin libwin-hivex-perl fuse3 fio jq openssl)
+      python3-hivex libhivex-bin libwin-hivex-perl fuse3 fio jq openssl
+      ovmf grub-efi-amd64-bin grub-common mtools dosfstools libvirt-clients libxml2-utils
+      ewf-tools xmount gcab cabextract sleuthkit)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

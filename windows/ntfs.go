@@ -60,14 +60,14 @@ func ntfsRewriter(fsys FS, allowUnsafe bool) FileRewriter {
 	if !ok {
 		return nil
 	}
-	return func(path string, content []byte) ([]DiskWrite, error) {
+	return func(path string, content []byte) ([]disk.Write, error) {
 		ws, err := n.v.PlanRewrite(path, content, ntfs.PlanOptions{AllowUnsafeVolume: allowUnsafe})
 		if err != nil {
 			return nil, err
 		}
-		out := make([]DiskWrite, len(ws))
+		out := make([]disk.Write, len(ws))
 		for i, w := range ws {
-			out[i] = DiskWrite{Offset: w.Offset, Data: w.Data, What: w.What}
+			out[i] = disk.Write{Offset: w.Offset, Data: w.Data, What: w.What}
 		}
 		return out, nil
 	}

@@ -6,14 +6,9 @@ import (
 
 	"github.com/kvmify/kvmify/bootfix"
 	"github.com/kvmify/kvmify/registry"
-)
 
-// DiskWrite is one write of a Plan, at an absolute disk offset.
-type DiskWrite struct {
-	Offset int64
-	Data   []byte
-	What   string // "hive data", "MFT record", "$Bitmap", "index"...
-}
+	"github.com/kvmify/kvmify/disk"
+)
 
 // Extent is a byte range of the disk that a Plan changes.
 type Extent struct {
@@ -27,7 +22,7 @@ type HiveEditor func(hive []byte, changes []bootfix.Change) ([]byte, error)
 
 // FileRewriter plans the writes (offsets relative to the volume) that
 // replace a file's content on the volume; it writes nothing.
-type FileRewriter func(path string, content []byte) ([]DiskWrite, error)
+type FileRewriter func(path string, content []byte) ([]disk.Write, error)
 
 // PlanOptions select what PlanPatch adds beyond the boot fix and supply the
 // layers that turn changes into bytes.
@@ -64,7 +59,7 @@ type Plan struct {
 	// OriginalHive is the SYSTEM file as stored on disk; PatchedHive is the
 	// file that replaces it (nil without an editor).
 	OriginalHive, PatchedHive []byte
-	Writes                    []DiskWrite
+	Writes                    []disk.Write
 	Extents                   []Extent
 	Notes                     []string
 }
@@ -163,7 +158,7 @@ func markClean(hive []byte) ([]byte, error) {
 
 // extents merges the writes into sorted, non-overlapping ranges; touching
 // ranges of the same kind are joined.
-func extents(ws []DiskWrite) []Extent {
+func extents(ws []disk.Write) []Extent {
 	var out []Extent
 	for _, w := range ws {
 		if len(w.Data) > 0 {

@@ -133,9 +133,9 @@ func openPatchedView(ctx context.Context, image string, pf patchFlags, stderr io
 		fmt.Fprintf(stderr, "kvmify: %s already boots on %s; nothing to patch\n", image, plan.Target)
 	}
 	rec = recordFor(image, src.Size(), vol, plan)
-	writes := make([]patch.Write, len(plan.Writes))
+	writes := make([]disk.Write, len(plan.Writes))
 	for i, w := range plan.Writes {
-		writes[i] = patch.Write{Offset: w.Offset, Data: w.Data, What: w.What}
+		writes[i] = disk.Write{Offset: w.Offset, Data: w.Data, What: w.What}
 	}
 	if err := patch.Describe(rec, src, writes); err != nil {
 		return fail(err)
