@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/kvmify/kvmify/bootfix"
-	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/pipeline"
 	"github.com/kvmify/kvmify/windows"
 	"github.com/spf13/cobra"
 )
@@ -53,7 +52,7 @@ Exit status: 0 success (whatever the predictions say), 1 unreadable image,
 
 // runInspect prints what openImage finds in args[0].
 func runInspect(ctx context.Context, opts inspectOptions, args []string, stdout io.Writer) error {
-	vols, closeImage, err := openImage(args[0])
+	vols, closeImage, err := pipeline.OpenVolumes(args[0])
 	if err != nil {
 		return err
 	}
@@ -70,37 +69,6 @@ func runInspect(ctx context.Context, opts inspectOptions, args []string, stdout 
 	return printInspect(stdout, rep)
 }
 
-// openImage finds the volumes and Windows installs of a disk image, or of a
-// directory holding a mounted volume (partition 0). The volumes read the
-// image lazily (a plan rewrites through them), so the image stays open
-// until closeImage is called.
-func openImage(path string) (vols []windows.Volume, closeImage func() error, err error) {
-	noop := func() error { return nil }
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, noop, err
-	}
-	if fi.IsDir() {
-		fsys := windows.DirFS(path)
-		v := windows.Volume{NTFS: true}
-		v.State.Hiberfil, v.State.Hibernated, v.Err = windows.Hiberfil(fsys)
-		if v.Err == nil {
-			v.Installs, v.Err = windows.Inspect(fsys)
-		}
-		return []windows.Volume{v}, noop, nil
-	}
-	src, err := disk.OpenSource(path)
-	if err != nil {
-		return nil, noop, err
-	}
-	vols, err = windows.Find(src, src.Size(), windows.OpenNTFS)
-	if err != nil {
-		src.Close()
-		return nil, noop, err
-	}
-	return vols, src.Close, nil
-}
-
 // inspectReport is the JSON shape of "inspect".
 type inspectReport struct {
 	Image      string          `json:"image"`
@@ -112,6 +80,7 @@ type partitionJSON struct {
 	Start       int64           `json:"start"`
 	Size        int64           `json:"size"`
 	NTFS        bool            `json:"ntfs"`
+	FS          string          `json:"fs"`
 	VolumeState volumeStateJSON `json:"volume_state"`
 	Error       string          `json:"error,omitempty"`
 	Windows     *installJSON    `json:"windows,omitempty"`
@@ -160,7 +129,7 @@ type predictionJSON struct {
 
 func partitionReport(v windows.Volume) partitionJSON {
 	p := partitionJSON{Index: v.Partition.Index, Start: v.Partition.Start, Size: v.Partition.Size,
-		NTFS: v.NTFS, VolumeState: volumeStateReport(v.State)}
+		NTFS: v.NTFS, FS: v.FS.String(), VolumeState: volumeStateReport(v.State)}
 	if v.Err != nil {
 		p.Error = v.Err.Error()
 	}
@@ -200,8 +169,11 @@ func printInspect(w io.Writer, rep inspectReport) error {
 	}
 	for _, p := range rep.Partitions {
 		fs := "not NTFS"
-		if p.NTFS {
+		switch {
+		case p.NTFS:
 			fs = "NTFS"
+		case p.FS != "" && p.FS != "unknown":
+			fs = p.FS
 		}
 		fmt.Fprintf(&b, "partition %d: start %d, size %d, %s\n", p.Index, p.Start, p.Size, fs)
 		if p.Error != "" {

@@ -1,0 +1,33 @@
+package pipeline
+
+import (
+	"fmt"
+
+	"github.com/kvmify/kvmify/disk"
+)
+
+// Source is an opened, read-only input disk: its bytes, a way to release
+// it, and the absolute paths of every file it reads (segments, extents,
+// backing files), so no output is ever written over one of them.
+type Source interface {
+	disk.Reader
+	Close() error
+	InputFiles() []string
+}
+
+var _ Source = (*disk.Source)(nil)
+
+// OpenSource opens the image at path read-only. It is the one place an
+// image is opened; container formats (E01, VHDX, qcow2, ...) plug in here.
+// An empty image is refused: there is no disk to serve or plan.
+func OpenSource(path string) (Source, error) {
+	src, err := disk.OpenSource(path)
+	if err != nil {
+		return nil, err
+	}
+	if src.Size() == 0 {
+		src.Close()
+		return nil, fmt.Errorf("%s is empty (0 bytes): there is no disk in it; check the path, or the copy that produced it", path)
+	}
+	return src, nil
+}
