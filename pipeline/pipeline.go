@@ -371,7 +371,7 @@ var errServePlain = errors.New("no Windows install to patch")
 func (s *Session) plan() (*Planned, error) {
 	vols, err := FindVolumes(s.Source)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.req.Image, err)
+		return nil, fmt.Errorf("%s: %w; its partitions cannot be read (a truncated or damaged image?): check the image, or pass --no-patch to serve it as it is without a boot fix", s.req.Image, err)
 	}
 	p, err := PlanVolumes(vols, s.req.Patch)
 	if errors.Is(err, ErrNoWindows) && s.req.Patch.Target == "" && s.req.Patch.Partition == 0 {
