@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -55,7 +56,15 @@ Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.Writer) error {
 	image, dir := args[0], args[1]
 	req := opts.patch.request(image, stderr)
-	req.Check = func() error { return fusemount.CheckMountPoint(dir) }
+	req.Check = func() error {
+		if err := fusemount.CheckMountPoint(dir); err != nil {
+			if errors.Is(err, fusemount.ErrStaleMount) {
+				return err
+			}
+			return fmt.Errorf("%w; DIR must be an existing empty directory (mkdir it, or choose another)", err)
+		}
+		return nil
+	}
 	sess, err := pipeline.Open(ctx, req)
 	if err != nil {
 		return err

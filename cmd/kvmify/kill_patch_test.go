@@ -133,3 +133,37 @@ func TestKillDuringPatching(t *testing.T) {
 		t.Fatal("the source image changed")
 	}
 }
+
+// TestFailedPatchLeavesNothing: when applying the fix fails part way (the
+// overlay's file system fills up), no overlay is left at its path, no
+// temporary file beside it, and a later run with room patches normally.
+func TestFailedPatchLeavesNothing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if testutil.InCI() {
+			t.Fatal("needs root to mount a small tmpfs")
+		}
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	bin := testutil.BuildKvmify(t)
+	img := winDisk(t, "xp-sp3-x86.SYSTEM")
+	dir := t.TempDir()
+	// Room for the overlay's header but not for the fix's blocks.
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	defer exec.Command("umount", dir).Run()
+	ov := filepath.Join(dir, "w.ovl")
+	_, stderr, code := kv(t, bin, "", "serve", img, "--overlay", ov, "--unix", filepath.Join(t.TempDir(), "s.sock"))
+	if code != 1 || !strings.Contains(stderr, "no space") {
+		t.Fatalf("serve onto a full file system: exit %d\n%s", code, stderr)
+	}
+	if got := listDir(t, dir); len(got) != 0 {
+		t.Fatalf("a failed patch left %v", got)
+	}
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v %s", err, out)
+	}
+	if s := serveBriefly(t, bin, "", img, "--overlay", ov); !strings.Contains(s, "applied the ide boot fix") {
+		t.Errorf("the run after the failure did not patch:\n%s", s)
+	}
+}

@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net"
 	"os"
@@ -15,15 +16,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kvmify/kvmify/internal/testutil"
 )
 
 // kv runs the binary in dir (the test's working directory when "") and
-// returns its stdout, stderr and exit status.
+// returns its stdout, stderr and exit status; a run that does not end
+// within a minute (a refusal that did not happen) is killed.
 func kv(t *testing.T, bin, dir string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -194,15 +199,26 @@ func TestOutputNeverAnInput(t *testing.T) {
 func TestRefusedBeforeCreating(t *testing.T) {
 	bin := testutil.BuildKvmify(t)
 	img := winDisk(t, "xp-sp3-x86.SYSTEM")
-	base := filepath.Base(filepath.Dir(img))
-	_ = base
 	copyImg := writableCopy(t, img, "busy.img")
-
-	_, stderr, code := kv(t, bin, "", "mount", copyImg, filepath.Join(t.TempDir(), "missing"))
-	wantRefusal(t, "mount onto a missing dir", code, stderr, 1, "missing")
-	if o := overlaysOf(t, "busy.img"); len(o) != 0 {
-		t.Errorf("mount onto a missing dir left %v", o)
+	// Each refused run starts in an empty directory, which must stay
+	// empty, as must the image's directory and the default overlays.
+	nothingLeft := func(what, image string, cwd string) {
+		t.Helper()
+		if o := overlaysOf(t, filepath.Base(image)); len(o) != 0 {
+			t.Errorf("%s left %v in %s", what, o, stateDir())
+		}
+		if l := listDir(t, cwd); len(l) != 0 {
+			t.Errorf("%s left %v in the working directory", what, l)
+		}
+		if l := listDir(t, filepath.Dir(image)); len(l) != 1 {
+			t.Errorf("%s left %v beside the image", what, l)
+		}
 	}
+
+	cwd := t.TempDir()
+	_, stderr, code := kv(t, bin, cwd, "mount", copyImg, filepath.Join(t.TempDir(), "missing"))
+	wantRefusal(t, "mount onto a missing dir", code, stderr, 1, "missing", "mkdir")
+	nothingLeft("mount onto a missing dir", copyImg, cwd)
 
 	// A busy socket: a listener the test holds.
 	sock := filepath.Join(t.TempDir(), "s.sock")
@@ -211,29 +227,26 @@ func TestRefusedBeforeCreating(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	_, stderr, code = kv(t, bin, "", "serve", copyImg, "--unix", sock)
+	cwd = t.TempDir()
+	_, stderr, code = kv(t, bin, cwd, "serve", copyImg, "--unix", sock)
 	wantRefusal(t, "serve onto a busy socket", code, stderr, 1, "another server is listening")
-	if o := overlaysOf(t, "busy.img"); len(o) != 0 {
-		t.Errorf("serve onto a busy socket left %v", o)
-	}
+	nothingLeft("serve onto a busy socket", copyImg, cwd)
 
 	empty := filepath.Join(t.TempDir(), "empty.img")
 	os.WriteFile(empty, nil, 0o644)
-	_, stderr, code = kv(t, bin, "", "serve", empty, "--unix", filepath.Join(t.TempDir(), "e.sock"))
+	cwd = t.TempDir()
+	_, stderr, code = kv(t, bin, cwd, "serve", empty, "--unix", filepath.Join(t.TempDir(), "e.sock"))
 	wantRefusal(t, "serve an empty image", code, stderr, 1, "is empty")
-	if o := overlaysOf(t, "empty.img"); len(o) != 0 {
-		t.Errorf("serving an empty image left %v", o)
-	}
+	nothingLeft("serving an empty image", empty, cwd)
 
 	trunc := writableCopy(t, img, "trunc.img")
 	if err := os.Truncate(trunc, partStart+64<<10); err != nil {
 		t.Fatal(err)
 	}
-	_, stderr, code = kv(t, bin, "", "serve", trunc, "--unix", filepath.Join(t.TempDir(), "t.sock"))
+	cwd = t.TempDir()
+	_, stderr, code = kv(t, bin, cwd, "serve", trunc, "--unix", filepath.Join(t.TempDir(), "t.sock"))
 	wantRefusal(t, "serve a truncated image", code, stderr, 1, "ends past the disk", "--no-patch")
-	if o := overlaysOf(t, "trunc.img"); len(o) != 0 {
-		t.Errorf("serving a truncated image left %v", o)
-	}
+	nothingLeft("serving a truncated image", trunc, cwd)
 }
 
 // TestBitLockerRefused: a BitLocker volume is named as such by inspect and
@@ -249,16 +262,17 @@ func TestBitLockerRefused(t *testing.T) {
 		t.Errorf("inspect: %d\n%s%s", code, stdout, stderr)
 	}
 	out := filepath.Join(t.TempDir(), "o.raw")
+	cwd := t.TempDir()
 	for _, args := range [][]string{
 		{"serve", img, "--unix", filepath.Join(t.TempDir(), "s.sock")},
 		{"export", img, out, "--ephemeral"},
 		{"plan", img},
 		{"ls", img},
 	} {
-		_, stderr, code := kv(t, bin, "", args...)
+		_, stderr, code := kv(t, bin, cwd, args...)
 		wantRefusal(t, args[0], code, stderr, 1, "BitLocker", "manage-bde -off")
 	}
-	if o := overlaysOf(t, "bl.img"); len(o) != 0 {
+	if o := append(overlaysOf(t, "bl.img"), listDir(t, cwd)...); len(o) != 0 {
 		t.Errorf("refused BitLocker serve left %v", o)
 	}
 	if _, stderr, code := kv(t, bin, "", "export", img, out, "--ephemeral", "--no-patch"); code != 0 {
@@ -299,17 +313,18 @@ func TestDamagedWindowsRefused(t *testing.T) {
 	}
 	planMsg := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(planErr, "\n", 2)[0], "kvmify: "))
 	out := filepath.Join(t.TempDir(), "o.raw")
+	cwd := t.TempDir()
 	for _, args := range [][]string{
 		{"serve", img, "--unix", filepath.Join(t.TempDir(), "s.sock")},
 		{"export", img, out, "--ephemeral"},
 	} {
-		_, stderr, code := kv(t, bin, "", args...)
+		_, stderr, code := kv(t, bin, cwd, args...)
 		wantRefusal(t, args[0], code, stderr, 1, planMsg)
 		if strings.Contains(stderr, "no Windows install found") {
 			t.Errorf("%s says no Windows: %s", args[0], stderr)
 		}
 	}
-	if o := overlaysOf(t, "dmg.img"); len(o) != 0 {
+	if o := append(overlaysOf(t, "dmg.img"), listDir(t, cwd)...); len(o) != 0 {
 		t.Errorf("refused serve left %v", o)
 	}
 	if _, stderr, code := kv(t, bin, "", "export", img, out, "--ephemeral", "--no-patch"); code != 0 {
