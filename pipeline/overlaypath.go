@@ -12,7 +12,6 @@ import (
 	"syscall"
 
 	"github.com/kvmify/kvmify/outpath"
-	"github.com/kvmify/kvmify/overlay"
 )
 
 // OverlayDir is where default overlays live: $XDG_STATE_HOME/kvmify/overlays,
@@ -67,7 +66,7 @@ func DefaultOverlayPath(path string) (string, error) {
 // legacyOverlayPath is where kvmify before this version put the default
 // overlay: in the current directory. It is no longer used, only mentioned.
 func legacyOverlayPath(image string) string {
-	p, err := filepath.Abs(overlay.DefaultPath(image))
+	p, err := filepath.Abs(filepath.Base(image) + ".kvmify-overlay")
 	if err != nil {
 		return ""
 	}
@@ -76,7 +75,7 @@ func legacyOverlayPath(image string) string {
 
 // tempOverlayPrefix starts the names of overlays being built for final.
 func tempOverlayPrefix(final string) string {
-	return outpath.TempPrefix + filepath.Base(final)
+	return outpath.TempPrefix + filepath.Base(final) + "-"
 }
 
 // removeStaleTemps deletes temporary overlays for final left by a killed

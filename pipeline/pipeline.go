@@ -317,7 +317,12 @@ func (s *Session) openPersistent(ctx context.Context, path string) error {
 		return s.createOverlay(ctx, path, nil)
 	}
 	ov, err := overlay.Open(path, s.Source, s.overlayOptions())
-	if err != nil {
+	switch {
+	case errors.Is(err, overlay.ErrLocked):
+		return fmt.Errorf("overlay: %w; stop the other kvmify serving it, or use --ephemeral or another --overlay PATH", err)
+	case errors.Is(err, overlay.ErrSourceMismatch):
+		return fmt.Errorf("overlay: %w; use the image it was made for, or another --overlay PATH (or --ephemeral) for this one", err)
+	case err != nil:
 		return fmt.Errorf("overlay: %w", err)
 	}
 	rec, hasRec, err := patch.Applied(ov)
@@ -446,7 +451,7 @@ func (s *Session) createOverlay(ctx context.Context, final string, planned *Plan
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, tempOverlayPrefix(final)+"-*")
+	tmp, err := os.CreateTemp(dir, tempOverlayPrefix(final)+"*")
 	if err != nil {
 		return fmt.Errorf("overlay: %w", err)
 	}
