@@ -120,6 +120,9 @@ func (g *Guard) Check(path, what string, force bool) error {
 		}
 		dir := filepath.Dir(path)
 		di, err := os.Stat(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("cannot write %s to %s: directory %s does not exist; create it or choose another path", what, path, dir)
+		}
 		if err != nil {
 			return fmt.Errorf("cannot write %s to %s: directory %s: %w", what, path, dir, err)
 		}

@@ -152,7 +152,7 @@ func ChooseVolume(vols []windows.Volume, index int) (windows.Volume, error) {
 }
 
 func bitLockerError(v windows.Volume) error {
-	return fmt.Errorf("partition %d is BitLocker-encrypted (%w): kvmify cannot read or patch it; decrypt it in Windows first (manage-bde -off), or pass --no-patch to serve it as it is without a boot fix",
+	return fmt.Errorf("partition %d: %w: kvmify cannot read or patch it; decrypt it in Windows first (manage-bde -off), or pass --no-patch to serve it as it is without a boot fix",
 		v.Partition.Index, ErrBitLocker)
 }
 
@@ -269,7 +269,7 @@ func ntfsOn(r disk.Reader, index int) (*ntfs.Volume, error) {
 	case chosen == nil && index > 0:
 		return nil, usagef("--partition %d: no such partition (the %s table has %d)", index, tab.Scheme, len(tab.Partitions))
 	case chosen == nil && len(bitlocker) > 0:
-		return nil, fmt.Errorf("no readable NTFS partition: partition %d is BitLocker-encrypted (%w); decrypt it in Windows first (manage-bde -off)", bitlocker[0], ErrBitLocker)
+		return nil, fmt.Errorf("no readable NTFS partition: partition %d: %w; decrypt it in Windows first (manage-bde -off)", bitlocker[0], ErrBitLocker)
 	case chosen == nil:
 		return nil, fmt.Errorf("no NTFS partition found (%s table, %d partitions)", tab.Scheme, len(tab.Partitions))
 	}
@@ -278,7 +278,7 @@ func ntfsOn(r disk.Reader, index int) (*ntfs.Volume, error) {
 		return nil, fmt.Errorf("partition %d: %w", chosen.Index, err)
 	}
 	if kind == fstype.BitLocker {
-		return nil, fmt.Errorf("partition %d is BitLocker-encrypted (%w); decrypt it in Windows first (manage-bde -off)", chosen.Index, ErrBitLocker)
+		return nil, fmt.Errorf("partition %d: %w; decrypt it in Windows first (manage-bde -off)", chosen.Index, ErrBitLocker)
 	}
 	v, err := ntfs.Open(io.NewSectionReader(r, chosen.Start, chosen.Size), chosen.Size)
 	if err != nil {

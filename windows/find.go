@@ -53,7 +53,7 @@ func Find(r io.ReaderAt, size int64, open VolumeOpener) ([]Volume, error) {
 			v.Installs, v.State, v.Err = inspectVolume(io.NewSectionReader(r, p.Start, p.Size), p.Size, open)
 		case fstype.BitLocker:
 			v.State.BitLocker = true
-			v.Err = fmt.Errorf("the volume at byte %d is %w: its files cannot be read until it is decrypted (manage-bde -off in Windows)", p.Start, ntfs.ErrBitLocker)
+			v.Err = fmt.Errorf("%w (boot sector at byte %d): its files cannot be read until it is decrypted (manage-bde -off in Windows)", ntfs.ErrBitLocker, p.Start)
 		}
 		out = append(out, v)
 	}
