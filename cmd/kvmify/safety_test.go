@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"encoding/json"
 	"net"
@@ -173,6 +174,16 @@ func TestOutputNeverAnInput(t *testing.T) {
 	if _, stderr, code := kv(t, bin, "", "export", img, out, "--ephemeral", "--no-patch", "--report", rep, "--force"); code != 0 {
 		t.Fatalf("export --force: %d\n%s", code, stderr)
 	}
+	// An existing OUT: refused without --force, replaced with it.
+	_, stderr, code = kv(t, bin, "", "export", img, out, "--ephemeral", "--no-patch")
+	wantRefusal(t, "existing OUT", code, stderr, 1, "already exists", "--force")
+	os.WriteFile(out, []byte("old"), 0o644)
+	if _, stderr, code := kv(t, bin, "", "export", img, out, "--ephemeral", "--no-patch", "--force", "--report", filepath.Join(t.TempDir(), "r.json")); code != 0 {
+		t.Fatalf("export --force over OUT: %d\n%s", code, stderr)
+	}
+	if testutil.FileSHA256(t, out) != sum {
+		t.Error("export --force did not replace OUT with the disk")
+	}
 	var r struct{ Source string }
 	if b, _ := os.ReadFile(rep); json.Unmarshal(b, &r) != nil || r.Source != img {
 		t.Errorf("report not replaced: %s", b)
@@ -283,52 +294,80 @@ func TestBitLockerRefused(t *testing.T) {
 	}
 }
 
-// TestDamagedWindowsRefused: a Windows volume whose hive cannot be read is
-// refused by serve and export with plan's error (exit 1), unless --no-patch.
-func TestDamagedWindowsRefused(t *testing.T) {
-	bin := testutil.BuildKvmify(t)
-	img := writableCopy(t, winDisk(t, "xp-sp3-x86.SYSTEM"), "dmg.img")
+// damageHive overwrites the first hive bin header of the SYSTEM hive in img.
+func damageHive(t *testing.T, img string) {
+	t.Helper()
 	b, err := os.ReadFile(img)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The hive's first bin header follows its 4 KiB base block.
-	regf := bytes.Index(b, []byte("regf"))
-	for regf >= 0 && !bytes.Equal(b[regf+4096:regf+4100], []byte("hbin")) {
-		next := bytes.Index(b[regf+1:], []byte("regf"))
+	for regf := 0; ; regf++ {
+		next := bytes.Index(b[regf:], []byte("regf"))
 		if next < 0 {
-			regf = -1
-			break
+			t.Fatal("no hive in the test disk")
 		}
-		regf += 1 + next
+		regf += next
+		if regf+4100 <= len(b) && bytes.Equal(b[regf+4096:regf+4100], []byte("hbin")) {
+			patchBytes(t, img, int64(regf+4096), []byte("XXXX"))
+			return
+		}
 	}
-	if regf < 0 {
-		t.Fatal("no hive in the test disk")
-	}
-	patchBytes(t, img, int64(regf+4096), []byte("XXXX"))
+}
 
-	_, planErr, code := kv(t, bin, "", "plan", img)
-	if code != 1 {
-		t.Fatalf("plan of a damaged hive: exit %d\n%s", code, planErr)
+// damageMFT overwrites the signature of the volume's first MFT record.
+func damageMFT(t *testing.T, img string) {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
 	}
-	planMsg := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(planErr, "\n", 2)[0], "kvmify: "))
-	out := filepath.Join(t.TempDir(), "o.raw")
-	cwd := t.TempDir()
-	for _, args := range [][]string{
-		{"serve", img, "--unix", filepath.Join(t.TempDir(), "s.sock")},
-		{"export", img, out, "--ephemeral"},
-	} {
-		_, stderr, code := kv(t, bin, cwd, args...)
-		wantRefusal(t, args[0], code, stderr, 1, planMsg)
-		if strings.Contains(stderr, "no Windows install found") {
-			t.Errorf("%s says no Windows: %s", args[0], stderr)
+	boot := make([]byte, 512)
+	_, err = f.ReadAt(boot, partStart)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := int64(binary.LittleEndian.Uint16(boot[0x0b:])) * int64(boot[0x0d])
+	mft := partStart + int64(binary.LittleEndian.Uint64(boot[0x30:]))*cluster
+	patchBytes(t, img, mft, []byte("XXXX"))
+}
+
+// TestDamagedWindowsRefused: a Windows volume whose hive or NTFS metadata
+// cannot be read is refused by serve and export with plan's error (exit 1),
+// never served unpatched as "no Windows", unless --no-patch.
+func TestDamagedWindowsRefused(t *testing.T) {
+	bin := testutil.BuildKvmify(t)
+	good := winDisk(t, "xp-sp3-x86.SYSTEM")
+	for _, c := range []struct {
+		name   string
+		damage func(*testing.T, string)
+	}{{"hive bin header", damageHive}, {"MFT record", damageMFT}} {
+		img := writableCopy(t, good, "dmg.img")
+		c.damage(t, img)
+		_, planErr, code := kv(t, bin, "", "plan", img)
+		if code != 1 {
+			t.Fatalf("%s: plan: exit %d\n%s", c.name, code, planErr)
 		}
-	}
-	if o := append(overlaysOf(t, "dmg.img"), listDir(t, cwd)...); len(o) != 0 {
-		t.Errorf("refused serve left %v", o)
-	}
-	if _, stderr, code := kv(t, bin, "", "export", img, out, "--ephemeral", "--no-patch"); code != 0 {
-		t.Errorf("export --no-patch: %d\n%s", code, stderr)
+		planMsg := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(planErr, "\n", 2)[0], "kvmify: "))
+		out := filepath.Join(t.TempDir(), "o.raw")
+		cwd := t.TempDir()
+		for _, args := range [][]string{
+			{"serve", img, "--unix", filepath.Join(t.TempDir(), "s.sock")},
+			{"export", img, out, "--ephemeral"},
+		} {
+			_, stderr, code := kv(t, bin, cwd, args...)
+			wantRefusal(t, c.name+": "+args[0], code, stderr, 1, planMsg, "--no-patch")
+			if strings.Contains(stderr, "no Windows install found") {
+				t.Errorf("%s: %s says no Windows: %s", c.name, args[0], stderr)
+			}
+		}
+		if o := append(overlaysOf(t, "dmg.img"), listDir(t, cwd)...); len(o) != 0 {
+			t.Errorf("%s: refused serve left %v", c.name, o)
+		}
+		if _, stderr, code := kv(t, bin, "", "export", img, out, "--ephemeral", "--no-patch"); code != 0 {
+			t.Errorf("%s: export --no-patch: %d\n%s", c.name, code, stderr)
+		}
 	}
 }
 
