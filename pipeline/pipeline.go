@@ -291,7 +291,11 @@ func (s *Session) openEphemeral(ctx context.Context) error {
 	var planned *Planned
 	if !s.req.Patch.NoPatch {
 		var err error
-		if planned, err = s.plan(); err != nil {
+		planned, err = s.plan()
+		if errors.Is(err, errServePlain) {
+			planned, err = nil, nil
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -189,6 +189,12 @@ func TestOutputNeverAnInput(t *testing.T) {
 		t.Errorf("report not replaced: %s", b)
 	}
 
+	// A disk without Windows is exported as it is, with a message.
+	plainOut := filepath.Join(t.TempDir(), "plain.raw")
+	if _, stderr, code := kv(t, bin, "", "export", img, plainOut, "--ephemeral"); code != 0 || !strings.Contains(stderr, "no Windows install found") {
+		t.Errorf("export of a disk without Windows: %d\n%s", code, stderr)
+	}
+
 	// hive recover: an auto-discovered log is an input too.
 	hdir := t.TempDir()
 	hive := filepath.Join(hdir, "SYSTEM")
