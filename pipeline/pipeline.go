@@ -39,9 +39,12 @@ type Request struct {
 	// was named or exists.
 	SourceDirect bool
 	// Report is the forensic report's path ("" = none); Hash adds the
-	// source's sha256 to it.
-	Report string
-	Hash   bool
+	// source's sha256 to it. It is written at the end of Open, unless
+	// ReportOnSuccess defers it to the command's own WriteReport call
+	// (export: no report for a failed export), and rewritten by Close.
+	Report          string
+	Hash            bool
+	ReportOnSuccess bool
 	// Force lets existing output files (report, Outputs) be replaced; it
 	// never lets one be an input.
 	Force   bool
@@ -198,7 +201,7 @@ func Open(ctx context.Context, req Request) (_ *Session, err error) {
 	}
 
 	// 7. Report.
-	if req.Report != "" {
+	if req.Report != "" && !req.ReportOnSuccess {
 		if err := s.WriteReport(ctx); err != nil {
 			return nil, err
 		}

@@ -58,7 +58,7 @@ Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 	return cmd
 }
 
-func runExport(ctx context.Context, opts exportOptions, args []string, stderr io.Writer) error {
+func runExport(ctx context.Context, opts exportOptions, args []string, stderr io.Writer) (err error) {
 	image, out := args[0], args[1]
 	if opts.Format != "raw" && opts.Format != "qcow2" {
 		return usagef("--format must be raw or qcow2, not %q", opts.Format)
@@ -69,11 +69,16 @@ func runExport(ctx context.Context, opts exportOptions, args []string, stderr io
 	req := opts.patch.request(image, stderr)
 	req.ExistingOverlayOnly = true
 	req.Outputs = []pipeline.Output{{Path: out, What: "the export OUT"}}
+	req.ReportOnSuccess = true
 	sess, err := pipeline.Open(ctx, req)
 	if err != nil {
 		return err
 	}
-	defer sess.Close()
+	defer func() {
+		if cerr := sess.Close(); err == nil {
+			err = cerr
+		}
+	}()
 	tmp, err := reserveTemp(out)
 	if err != nil {
 		return err
@@ -106,6 +111,9 @@ func runExport(ctx context.Context, opts exportOptions, args []string, stderr io
 		return err
 	}
 	fmt.Fprintf(stderr, "kvmify: wrote %s (%s)\n", out, opts.Format)
+	if opts.patch.Report != "" {
+		return sess.WriteReport(ctx)
+	}
 	return nil
 }
 

@@ -53,7 +53,7 @@ Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 	return cmd
 }
 
-func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.Writer) error {
+func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.Writer) (err error) {
 	image, dir := args[0], args[1]
 	req := opts.patch.request(image, stderr)
 	req.Check = func() error {
@@ -69,7 +69,13 @@ func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.W
 	if err != nil {
 		return err
 	}
-	defer sess.Close()
+	defer func() {
+		// Closing flushes the overlay and rewrites the report; its error
+		// is the command's when nothing failed before.
+		if cerr := sess.Close(); err == nil {
+			err = cerr
+		}
+	}()
 	files, err := examinerFiles(sess, stderr)
 	if err != nil {
 		return err
