@@ -46,7 +46,8 @@ complete. It must not exist unless --force is given, and must never be a file
 kvmify reads (the image, the overlay, the report).
 ` + overlayHelp + `
 
-Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
+Exit status: 0 success, 1 failure or refusal, 2 usage error, 130/143 when
+SIGINT/SIGTERM interrupts it (before mounting, for mount).`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runExport(cmd.Context(), opts, args, cmd.ErrOrStderr())

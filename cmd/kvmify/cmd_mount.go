@@ -42,7 +42,8 @@ with the command that clears it. Without a Windows install (e.g. --no-patch
 of a data disk) the SYSTEM files are absent.
 ` + overlayHelp + `
 
-Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
+Exit status: 0 success, 1 failure or refusal, 2 usage error, 130/143 when
+SIGINT/SIGTERM interrupts it (before mounting, for mount).`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runMount(cmd.Context(), opts, args, cmd.ErrOrStderr())

@@ -65,7 +65,9 @@ clients that do not upgrade.
 kvmify serves until interrupted (Ctrl-C or SIGTERM); it then answers the
 requests in flight, flushes the overlay, rewrites --report and exits 0.
 
-Exit status: 0 success (stopped by a signal), 1 failure or refusal, 2 usage error.`,
+Exit status: 0 success (stopped by a signal once serving), 1 failure or
+refusal, 2 usage error, 130/143 when SIGINT/SIGTERM interrupts it before it
+serves.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runServe(cmd.Context(), opts, args, cmd.OutOrStdout(), cmd.ErrOrStderr())

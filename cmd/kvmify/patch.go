@@ -58,7 +58,8 @@ built under a temporary name beside the overlay and renamed into place once
 committed: a failure or kill leaves no half-patched overlay. An overlay that
 already holds a fix is served as it is.
 
-Refused before anything is created (exit 1, with what to do): an empty
+Refused before anything is created, saying what to do (exit 1; exit 2 for
+an output that is an input, a contradiction between arguments): an empty
 image; a BitLocker volume; a Windows volume that cannot be read (unless
 --no-patch); --no-patch or --target disagreeing with the fix an existing
 overlay holds; an overlay written with --no-patch, when asked to patch it;
