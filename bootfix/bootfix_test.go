@@ -423,3 +423,27 @@ func TestWin7IDEChangesOnlyWhatDiffers(t *testing.T) {
 		t.Errorf("changes %v, want %v (corpus README: intelide 0, pciide 3, atapi 0)", got, want)
 	}
 }
+
+func TestRTCIsUTC(t *testing.T) {
+	for _, file := range []string{"xp-sp3-x86.SYSTEM", "win7-sp1-x64.SYSTEM", "win10-1709-x64.SYSTEM"} {
+		data, h := corpusHive(t, file)
+		utc, err := RTCIsUTC(FromRegistry(h))
+		if err != nil || utc {
+			t.Errorf("%s: RTCIsUTC = %v, %v; the corpus installs keep local time", file, utc, err)
+		}
+		cs, err := CurrentControlSet(FromRegistry(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		one := DWORD(1)
+		ch := []Change{{Key: cs.Name + `\Control\TimeZoneInformation`, Value: "RealTimeIsUniversal", Op: OpSet, New: &one}}
+		patched, _ := applyWithHivex(t, data, ch)
+		ph, err := registry.Open(patched)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if utc, err := RTCIsUTC(FromRegistry(ph)); err != nil || !utc {
+			t.Errorf("%s with RealTimeIsUniversal=1: RTCIsUTC = %v, %v", file, utc, err)
+		}
+	}
+}
