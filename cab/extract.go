@@ -11,8 +11,7 @@ import (
 
 // Extract calls fn with the content of each member named in names (matched
 // as Lookup matches), streaming each folder that holds one of them once, in
-// order. r is valid only until fn returns; what fn leaves unread is
-// decoded and discarded. A name the cabinet lacks is an error matching
+// order. r is valid only until fn returns; fn may leave it unread. A name the cabinet lacks is an error matching
 // fs.ErrNotExist and a member spanning cabinets one matching ErrSplit, both
 // reported before any member is decoded.
 func (c *Cabinet) Extract(names []string, fn func(f *File, r io.Reader) error) error {
@@ -68,9 +67,8 @@ func (c *Cabinet) Extract(names []string, fn func(f *File, r io.Reader) error) e
 		if err != nil {
 			return err
 		}
-		if err := s.skip(mr.left); err != nil {
-			return c.memberErr(f, s, err)
-		}
+		// What fn left unread is skipped only if a later member of this
+		// folder needs the stream past it (the skip above does that).
 	}
 	return nil
 }
