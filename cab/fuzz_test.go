@@ -2,6 +2,7 @@ package cab
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"os"
 	"path/filepath"
@@ -94,7 +95,7 @@ func FuzzCabinet(f *testing.F) {
 
 // fuzzDecoder feeds a decoder blocks framed as in the seeds: a window byte,
 // then per block cbData and cbUncomp (little-endian 16-bit) and the data.
-func fuzzDecoder(t *testing.T, dec decompressor, b []byte) {
+func fuzzDecoder(dec decompressor, b []byte) error {
 	out := make([]byte, maxFrame)
 	for len(b) >= 4 {
 		cbData, cbUncomp := int(le16(b)), int(le16(b[2:]))
@@ -103,12 +104,48 @@ func fuzzDecoder(t *testing.T, dec decompressor, b []byte) {
 			cbData = len(b)
 		}
 		if cbUncomp > maxFrame || cbUncomp == 0 {
-			return
+			return nil
 		}
 		if err := dec.decode(b[:cbData], out[:cbUncomp]); err != nil {
-			return
+			return err
 		}
 		b = b[cbData:]
+	}
+	return nil
+}
+
+// lzxFuzzWindow takes the window from a seed's first byte: as is when
+// LZX allows it, else folded into range.
+func lzxFuzzWindow(b byte) int {
+	if w := int(b); w >= lzxMinWindow && w <= lzxMaxWindow {
+		return w
+	}
+	return lzxMinWindow + int(b)%(lzxMaxWindow-lzxMinWindow+1)
+}
+
+// TestFuzzSeedsDecode checks the decoder seeds are valid streams, so
+// the fuzzers start from inputs that reach deep into the decoders.
+func TestFuzzSeedsDecode(t *testing.T) {
+	for i, s := range lzxSeeds() {
+		dec, _ := newLZX(lzxFuzzWindow(s[0]))
+		if err := fuzzDecoder(dec, s[1:]); err != nil {
+			t.Errorf("encoder seed %d: %v", i, err)
+		}
+	}
+	for _, b := range corpusCabs() {
+		for i, s := range folderPayloads(b, CompressLZX) {
+			dec, _ := newLZX(lzxFuzzWindow(s[0]))
+			if err := fuzzDecoder(dec, s[1:]); err != nil {
+				t.Logf("LZX seed %d: %v (a malformed corpus cabinet's)", i, err)
+			}
+		}
+	}
+	for _, b := range corpusCabs() {
+		for i, s := range folderPayloads(b, CompressMSZIP) {
+			if err := fuzzDecoder(&mszip{}, s[1:]); err != nil {
+				t.Logf("MSZIP seed %d: %v (a malformed corpus cabinet's)", i, err)
+			}
+		}
 	}
 }
 
@@ -119,15 +156,18 @@ func FuzzLZX(f *testing.F) {
 		}
 	}
 	f.Add([]byte{21, 4, 0, 0, 0x80, 0, 0, 0, 0})
+	for _, s := range lzxSeeds() {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) == 0 {
 			return
 		}
-		dec, err := newLZX(lzxMinWindow + int(b[0])%(lzxMaxWindow-lzxMinWindow+1))
+		dec, err := newLZX(lzxFuzzWindow(b[0]))
 		if err != nil {
 			t.Fatal(err)
 		}
-		fuzzDecoder(t, dec, b[1:])
+		_ = fuzzDecoder(dec, b[1:])
 	})
 }
 
@@ -141,6 +181,21 @@ func FuzzMSZIP(f *testing.F) {
 		if len(b) == 0 {
 			return
 		}
-		fuzzDecoder(t, &mszip{}, b[1:])
+		_ = fuzzDecoder(&mszip{}, b[1:])
 	})
+}
+
+// lzxSeeds are streams of uncompressed and verbatim blocks from the test
+// encoder, with E8 translation.
+func lzxSeeds() [][]byte {
+	const n = 70000
+	data := lzxTestData(n)
+	seed := []byte{lzxMinWindow}
+	plan := []lzxBlockPlan{{lzxBlockVerbatim, 1001}, {lzxBlockUncompressed, 40001}, {lzxBlockVerbatim, n - 41002}}
+	for i, fr := range lzxEncode(data, 1<<20, plan) {
+		seed = binary.LittleEndian.AppendUint16(seed, uint16(len(fr)))
+		seed = binary.LittleEndian.AppendUint16(seed, uint16(min(maxFrame, n-i*maxFrame)))
+		seed = append(seed, fr...)
+	}
+	return [][]byte{seed}
 }
