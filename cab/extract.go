@@ -109,6 +109,12 @@ func (c *Cabinet) memberErr(f *File, s *folderStream, err error) error {
 			"member %s (%d bytes at folder offset %d) ends past folder %d's data, which ends at %d",
 			f.Name, f.Size, f.Offset, s.f.Index, s.pos)
 	}
+	var fe *FormatError
+	if errors.As(err, &fe) {
+		named := *fe
+		named.Msg = "member " + f.Name + ": " + fe.Msg
+		return &named
+	}
 	return fmt.Errorf("cab: member %s: %w", f.Name, err)
 }
 
