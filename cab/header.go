@@ -1,6 +1,7 @@
 package cab
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -142,6 +143,7 @@ type Cabinet struct {
 	Header  Header
 	Folders []Folder
 	Files   []File
+	byName  map[string]int // normName → index in Files
 }
 
 // Open parses a cabinet's CFHEADER, CFFOLDER and CFFILE tables from r,
@@ -191,19 +193,20 @@ func Open(r io.ReaderAt, size int64) (*Cabinet, error) {
 		pos += int64(cbHdr)
 	}
 	var err error
+	tr := &tableReader{c: c}
 	if h.Flags&flagPrevCabinet != 0 {
-		if h.PrevCabinet, pos, err = c.readName(pos, "szCabinetPrev", false); err != nil {
+		if h.PrevCabinet, pos, err = tr.readName(pos, "szCabinetPrev", false); err != nil {
 			return nil, err
 		}
-		if h.PrevDisk, pos, err = c.readName(pos, "szDiskPrev", false); err != nil {
+		if h.PrevDisk, pos, err = tr.readName(pos, "szDiskPrev", false); err != nil {
 			return nil, err
 		}
 	}
 	if h.Flags&flagNextCabinet != 0 {
-		if h.NextCabinet, pos, err = c.readName(pos, "szCabinetNext", false); err != nil {
+		if h.NextCabinet, pos, err = tr.readName(pos, "szCabinetNext", false); err != nil {
 			return nil, err
 		}
-		if h.NextDisk, pos, err = c.readName(pos, "szDiskNext", false); err != nil {
+		if h.NextDisk, pos, err = tr.readName(pos, "szDiskNext", false); err != nil {
 			return nil, err
 		}
 	}
@@ -235,10 +238,13 @@ func Open(r io.ReaderAt, size int64) (*Cabinet, error) {
 	}
 	c.Files = make([]File, 0, nFiles)
 	pos = coffFiles
-	ent := make([]byte, cffileSize)
 	for i := 0; i < nFiles; i++ {
-		if err := c.readAt(ent, pos, "CFFILE"); err != nil {
+		ent, err := tr.bytes(pos, cffileSize, "CFFILE")
+		if err != nil {
 			return nil, err
+		}
+		if len(ent) < cffileSize {
+			return nil, formatErr(pos, "CFFILE", ErrFormat, i, "entry %d of %d cut off by the end of the file", i, nFiles)
 		}
 		f := File{
 			Size:       le32(ent),
@@ -251,10 +257,14 @@ func Open(r io.ReaderAt, size int64) (*Cabinet, error) {
 		if f.FolderID < ifoldContinuedFromPrev && int(f.FolderID) >= nFolders {
 			return nil, formatErr(pos+8, "CFFILE", ErrFormat, f.FolderID, "iFolder names no folder of the %d", nFolders)
 		}
-		if f.Name, pos, err = c.readName(pos+cffileSize, "CFFILE szName", f.Attributes&attribNameIsUTF != 0); err != nil {
+		if f.Name, pos, err = tr.readName(pos+cffileSize, "CFFILE szName", f.Attributes&attribNameIsUTF != 0); err != nil {
 			return nil, err
 		}
 		c.Files = append(c.Files, f)
+	}
+	c.byName = make(map[string]int, len(c.Files))
+	for i := len(c.Files) - 1; i >= 0; i-- {
+		c.byName[normName(c.Files[i].Name)] = i
 	}
 	return c, nil
 }
@@ -275,31 +285,58 @@ func (c *Cabinet) readAt(b []byte, off int64, what string) error {
 	return fmt.Errorf("cab: reading %s at byte 0x%x: %w", what, off, err)
 }
 
+// tableChunk is how much of the cabinet's tables one read fetches: the
+// CFFILE table of XP's driver.cab has thousands of entries, and each read
+// may be a walk through an NTFS runlist.
+const tableChunk = 64 << 10
+
+// tableReader serves the header's strings and the CFFILE table from one
+// cached chunk of the cabinet at a time.
+type tableReader struct {
+	c   *Cabinet
+	buf []byte
+	at  int64
+}
+
+// bytes returns up to n bytes at off (fewer only where the file ends).
+func (t *tableReader) bytes(off int64, n int, what string) ([]byte, error) {
+	if off < 0 || off >= t.c.size {
+		return nil, formatErr(off, what, ErrFormat, nil, "starts at or past the end of the %d-byte file", t.c.size)
+	}
+	if int64(n) > t.c.size-off {
+		n = int(t.c.size - off)
+	}
+	if off >= t.at && off+int64(n) <= t.at+int64(len(t.buf)) {
+		return t.buf[off-t.at:][:n], nil
+	}
+	size := int64(max(n, tableChunk))
+	if size > t.c.size-off {
+		size = t.c.size - off
+	}
+	if int64(cap(t.buf)) < size {
+		t.buf = make([]byte, size)
+	}
+	t.buf = t.buf[:size]
+	if err := t.c.readAt(t.buf, off, what); err != nil {
+		t.buf = t.buf[:0]
+		return nil, err
+	}
+	t.at = off
+	return t.buf[:n], nil
+}
+
 // readName reads a NUL-terminated string of at most maxName bytes at off
 // and returns it with the offset after its NUL. Names not flagged UTF-8 are
 // in an OEM code page the cabinet does not name; bytes over 0x7F are taken
 // as Latin-1 so each maps to one rune and lookups stay byte-exact.
-func (c *Cabinet) readName(off int64, what string, isUTF bool) (string, int64, error) {
-	n := int64(maxName)
-	if off+n > c.size {
-		n = c.size - off
-	}
-	if n <= 0 {
-		return "", 0, formatErr(off, what, ErrFormat, nil, "string starts at or past the end of the file")
-	}
-	b := make([]byte, n)
-	if err := c.readAt(b, off, what); err != nil {
+func (t *tableReader) readName(off int64, what string, isUTF bool) (string, int64, error) {
+	b, err := t.bytes(off, maxName, what)
+	if err != nil {
 		return "", 0, err
 	}
-	end := -1
-	for i, x := range b {
-		if x == 0 {
-			end = i
-			break
-		}
-	}
+	end := bytes.IndexByte(b, 0)
 	if end < 0 {
-		return "", 0, formatErr(off, what, ErrFormat, nil, "no NUL within %d bytes", n)
+		return "", 0, formatErr(off, what, ErrFormat, nil, "no NUL within %d bytes", len(b))
 	}
 	b = b[:end]
 	var s string
@@ -324,14 +361,14 @@ func dosTime(d, t uint16) time.Time {
 
 // Lookup returns the member named name, compared without regard to case
 // (as Windows compares file names) and with `/` and `\` taken alike.
+// Of several members with one name the first wins, as the index built by
+// Open keeps it.
 func (c *Cabinet) Lookup(name string) (*File, bool) {
-	want := normName(name)
-	for i := range c.Files {
-		if normName(c.Files[i].Name) == want {
-			return &c.Files[i], true
-		}
+	i, ok := c.byName[normName(name)]
+	if !ok {
+		return nil, false
 	}
-	return nil, false
+	return &c.Files[i], true
 }
 
 func normName(s string) string { return strings.ToLower(strings.ReplaceAll(s, "/", `\`)) }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -327,5 +328,54 @@ func TestExtractErrors(t *testing.T) {
 				t.Errorf("truncated: %v is no FormatError", err)
 			}
 		}
+	}
+}
+
+// TestManyMembers reads a cabinet whose CFFILE table (2000 entries, some
+// names long) spans several table chunks, extracting every member in one
+// pass and holding each to what cabextract writes.
+func TestManyMembers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	files := map[string][]byte{}
+	for i := 0; i < 2000; i++ {
+		name := fmt.Sprintf("member-%04d%s.sys", i, strings.Repeat("x", rng.IntN(120)))
+		b := make([]byte, rng.IntN(300))
+		for j := range b {
+			b[j] = byte(rng.IntN(4)) + 'a'
+		}
+		files[name] = b
+	}
+	p := gcabMake(t, files, true)
+	c := openFile(t, p)
+	if len(c.Files) != len(files) {
+		t.Fatalf("%d members, want %d", len(c.Files), len(files))
+	}
+	out := t.TempDir()
+	bin := testutil.RequireTool(t, "cabextract")
+	if b, err := exec.Command(bin, "-q", "-d", out, p).CombinedOutput(); err != nil {
+		t.Fatalf("cabextract: %v\n%s", err, b)
+	}
+	var names []string
+	for n := range files {
+		names = append(names, n)
+	}
+	got := 0
+	err := c.Extract(names, func(f *File, r io.Reader) error {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		want, err := os.ReadFile(filepath.Join(out, f.Name))
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(b, want) || !bytes.Equal(b, files[f.Name]) {
+			t.Errorf("%s differs from cabextract's or the original", f.Name)
+		}
+		got++
+		return nil
+	})
+	if err != nil || got != len(files) {
+		t.Errorf("Extract: %d of %d members, %v", got, len(files), err)
 	}
 }
