@@ -331,14 +331,14 @@ func TestExtractErrors(t *testing.T) {
 	}
 }
 
-// TestManyMembers reads a cabinet whose CFFILE table (2000 entries, some
+// TestManyMembers reads a cabinet whose CFFILE table (1000 entries, long
 // names long) spans several table chunks, extracting every member in one
 // pass and holding each to what cabextract writes.
 func TestManyMembers(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	files := map[string][]byte{}
-	for i := 0; i < 2000; i++ {
-		name := fmt.Sprintf("member-%04d%s.sys", i, strings.Repeat("x", rng.IntN(120)))
+	for i := 0; i < 1000; i++ {
+		name := fmt.Sprintf("member-%04d%s.sys", i, strings.Repeat("x", rng.IntN(150)))
 		b := make([]byte, rng.IntN(300))
 		for j := range b {
 			b[j] = byte(rng.IntN(4)) + 'a'
@@ -349,6 +349,9 @@ func TestManyMembers(t *testing.T) {
 	c := openFile(t, p)
 	if len(c.Files) != len(files) {
 		t.Fatalf("%d members, want %d", len(c.Files), len(files))
+	}
+	if last := c.Files[len(c.Files)-1].EntryAt; last < tableChunk {
+		t.Fatalf("CFFILE table ends at 0x%x, inside the first chunk", last)
 	}
 	out := t.TempDir()
 	bin := testutil.RequireTool(t, "cabextract")
