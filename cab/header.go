@@ -109,7 +109,7 @@ type File struct {
 	EntryAt    int64 // byte offset of the CFFILE entry
 }
 
-// Folder returns the index of the member's folder in this cabinet and
+// folder returns the index of the member's folder in this cabinet and
 // whether the member lies wholly inside this cabinet.
 func (f *File) folder(nFolders int) (int, bool) {
 	switch f.FolderID {
