@@ -93,8 +93,8 @@ type Created struct {
 // free, else ErrMFTFull), builds $STANDARD_INFORMATION (opts.Now, ARCHIVE,
 // owner and security id — or the $SECURITY_DESCRIPTOR of an NTFS 1.2-style
 // file — copied from a sibling file in the directory), one $FILE_NAME
-// (namespace Win32+DOS for an 8.3 name, Win32 otherwise: no short name is
-// generated) and a non-resident $DATA on clusters from $Bitmap (contiguous
+// (namespace Win32+DOS for an 8.3 name; POSIX otherwise, as ntfs-3g
+// does: no short name is generated) and a non-resident $DATA on clusters from $Bitmap (contiguous
 // when a free extent is large enough; an empty file gets an empty resident
 // $DATA), and inserts the name into the directory's $I30 B+ tree, splitting
 // blocks and growing $INDEX_ALLOCATION and its $BITMAP as needed. Names
@@ -248,13 +248,20 @@ func (c *creator) create(nf NewFile) (Created, error) {
 			return Created{}, err
 		}
 	}
-	ns := uint8(NamespaceWin32)
+	// A Win32 name needs a DOS partner name (ntfs-3g refuses to unlink a
+	// Win32 name without one); generating short names is not done here, so
+	// other names go to the POSIX namespace, as ntfs-3g creates them.
+	ns := uint8(NamespacePOSIX)
 	if is83(nf.Name) {
 		ns = NamespaceWin32DOS
 	}
 	fn := fileNameValue(dir.Number()|uint64(dir.Record.Sequence)<<48, now, need*cs, size, nf.Name, ns)
 
 	re := c.newRecord(num, seq, usn, dirRec)
+	// The record may lie past the MFT's old allocation.
+	if re.extents, err = runExtents(c.mft.runs, cs, int64(num)*v.RecordSize, v.RecordSize); err != nil {
+		return Created{}, err
+	}
 	siVal := make([]byte, len(sib.si))
 	for _, o := range []int{siCreationOff, siModifiedOff, siMFTChangedOff, siAccessedOff} {
 		put64(siVal[o:], now)
@@ -418,16 +425,9 @@ func (c *creator) newRecord(num uint64, seq, usn uint16, tmpl *recEdit) *recEdit
 		put32(head[recNumberOff:], uint32(num))
 	}
 	put16(head[usaOff:], usn)
-	ext, _ := v.mftExtents(num)
-	re := &recEdit{num: num, extents: ext, size: int(v.RecordSize), head: head}
+	re := &recEdit{num: num, size: int(v.RecordSize), head: head}
 	c.records[num] = re
 	return re
-}
-
-// mftExtents locates record n in the MFT's runs (which may extend past
-// its initialized size).
-func (v *Volume) mftExtents(n uint64) ([]Extent, error) {
-	return runExtents(v.mft.Runs, v.ClusterSize, int64(n)*v.RecordSize, v.RecordSize)
 }
 
 // validName refuses names Windows cannot create.

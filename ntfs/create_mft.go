@@ -16,7 +16,16 @@ type mftBitmap struct {
 	records, allocRecords int64
 	dataAttr              *Attr // $MFT's first $DATA fragment
 	grown, bitmapGrown    bool
+	// runs and allocSize are $MFT's data runs and allocated size, grown
+	// when the MFT needs more clusters (runsGrown).
+	runs      []Run
+	allocSize int64
+	runsGrown bool
 }
+
+// mftGrowRecords is how many records the MFT's allocation grows by when
+// it is full (at least a cluster); ntfs-3g grows it by 16 records too.
+const mftGrowRecords = 16
 
 func (c *creator) mftBitmap() (*mftBitmap, error) {
 	if c.mft != nil {
@@ -54,7 +63,9 @@ func (c *creator) mftBitmap() (*mftBitmap, error) {
 	if n := len(v.mft.Runs); n > 0 {
 		mapped = (v.mft.Runs[n-1].VCN + v.mft.Runs[n-1].Length) * v.ClusterSize
 	}
-	m.allocRecords = min(v.mft.AllocatedSize(), mapped) / v.RecordSize
+	m.allocSize = min(v.mft.AllocatedSize(), mapped)
+	m.allocRecords = m.allocSize / v.RecordSize
+	m.runs = append([]Run(nil), v.mft.Runs...)
 	c.mft = m
 	return m, nil
 }
@@ -96,7 +107,9 @@ func (c *creator) allocRecord() (num uint64, seq, usn uint16, err error) {
 	}
 	i := max(m.records, firstFreeRecord)
 	if i >= m.allocRecords {
-		return 0, 0, 0, formatErr(m.s.headerOffset, "$MFT", ErrMFTFull, m.records, "all %d MFT records are in use and the MFT's allocation holds no more", m.records)
+		if err := c.growMFT(); err != nil {
+			return 0, 0, 0, err
+		}
 	}
 	if i != m.records {
 		return 0, 0, 0, formatErr(m.s.headerOffset, "$MFT", ErrMFTFull, m.records, "MFT of %d records is smaller than the reserved records", m.records)
@@ -112,6 +125,38 @@ func (c *creator) allocRecord() (num uint64, seq, usn uint16, err error) {
 	m.grown = true
 	m.set(i, v.SectorSize)
 	return uint64(i), 1, 0, nil
+}
+
+// growMFT allocates clusters for mftGrowRecords more records right after
+// the MFT's last run when they are free (else wherever $Bitmap has them),
+// so that the runlist in record 0 grows by little or nothing.
+func (c *creator) growMFT() error {
+	v, m := c.v, c.mft
+	if len(v.mft.Fragments) != 1 {
+		return formatErr(m.s.headerOffset, "$MFT", ErrMFTFull, m.records,
+			"all %d MFT records are in use and $MFT's $DATA spans %d attribute records; growing it is not supported", m.records, len(v.mft.Fragments))
+	}
+	cs := v.ClusterSize
+	need := (mftGrowRecords*v.RecordSize + cs - 1) / cs
+	goal := int64(0)
+	if n := len(m.runs); n > 0 {
+		goal = m.runs[n-1].LCN + m.runs[n-1].Length
+	}
+	bm, err := c.bitmap()
+	if err != nil {
+		return err
+	}
+	added, err := bm.allocate(need, goal)
+	if err != nil {
+		return err
+	}
+	// The allocation may have ended inside the last cluster's records.
+	m.runs = appendRuns(m.runs, added)
+	last := m.runs[len(m.runs)-1]
+	m.allocSize = (last.VCN + last.Length) * cs
+	m.allocRecords = m.allocSize / v.RecordSize
+	m.runsGrown = true
+	return nil
 }
 
 // reuse returns the sequence number a free record gets: the old one plus
@@ -138,7 +183,7 @@ func (c *creator) reuse(n uint64) (seq, usn uint16, err error) {
 // bitmap sectors, each rebuilt from the disk's bytes past the data size.
 func (m *mftBitmap) flush(c *creator) error {
 	v := c.v
-	if m.grown {
+	if m.grown || m.runsGrown {
 		re, err := c.edit(m.dataAttr.Record, nil)
 		if err != nil {
 			return err
@@ -147,9 +192,15 @@ func (m *mftBitmap) flush(c *creator) error {
 		if i < 0 {
 			return formatErr(m.s.headerOffset, "$MFT", ErrBadRecord, nil, "record %d lost $MFT's $DATA", m.dataAttr.Record)
 		}
-		size := uint64(m.records * v.RecordSize)
-		put64(re.attrs[i][attrDataSizeOff:], size)
-		put64(re.attrs[i][attrInitSizeOff:], size)
+		size := m.records * v.RecordSize
+		if m.runsGrown {
+			if re.attrs[i], err = withRuns(re.attrs[i], m.runs, m.allocSize, size, size); err != nil {
+				return err
+			}
+		} else {
+			put64(re.attrs[i][attrDataSizeOff:], uint64(size))
+			put64(re.attrs[i][attrInitSizeOff:], uint64(size))
+		}
 	}
 	if m.bitmapGrown {
 		re, err := c.edit(m.attr.Record, nil)

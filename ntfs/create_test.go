@@ -199,7 +199,7 @@ func checkNtfsinfo(t *testing.T, img string, c Created, parent uint64) {
 	p := strings.ReplaceAll(c.Path, `\`, "/")
 	out := run(t, "ntfsinfo", "-F", p, img)
 	ns := ntfsinfoNamespace.FindStringSubmatch(out)
-	want := map[uint8]string{NamespaceWin32: "Win32", NamespaceWin32DOS: "Win32 & DOS"}[c.Namespace]
+	want := map[uint8]string{NamespacePOSIX: "POSIX", NamespaceWin32DOS: "Win32 & DOS"}[c.Namespace]
 	if ns == nil || strings.TrimSpace(ns[1]) != want {
 		t.Errorf("ntfsinfo %s: namespace %v, want %q", p, ns, want)
 	}
@@ -293,8 +293,8 @@ func TestPlanCreateDrivers(t *testing.T) {
 			t.Errorf("%s reads back differently after creation", p)
 		}
 	}
-	if created[0].Namespace != NamespaceWin32DOS || created[3].Namespace != NamespaceWin32 {
-		t.Errorf("namespaces %d, %d; want 3 for intelide.sys, 1 for a long name", created[0].Namespace, created[3].Namespace)
+	if created[0].Namespace != NamespaceWin32DOS || created[3].Namespace != NamespacePOSIX {
+		t.Errorf("namespaces %d, %d; want 3 for intelide.sys, 0 for a long name", created[0].Namespace, created[3].Namespace)
 	}
 	checkVolume(t, cp, []string{`\WINDOWS\system32\drivers`, `\`, `\small`})
 	names := ntfslsNames(t, cp, `\WINDOWS\system32\drivers`)
@@ -306,6 +306,7 @@ func TestPlanCreateDrivers(t *testing.T) {
 		paths = append(paths, c.Path)
 	}
 	checkSleuthKit(t, cp, paths)
+	ntfs3gStillWrites(t, cp, "WINDOWS/system32/drivers", "intelide.sys", "A long name, not 8.3.sys")
 }
 
 func TestPlanCreateRefuses(t *testing.T) {

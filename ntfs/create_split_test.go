@@ -1,0 +1,247 @@
+package ntfs
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kvmify/kvmify/disk"
+)
+
+// longName is a 200-character name, so an index block holds only eight.
+func longName(prefix string, i int) string {
+	s := fmt.Sprintf("%s-%04d-", prefix, i)
+	return s + strings.Repeat("x", 200-len(s))
+}
+
+// indexShape reports how many blocks a directory's $INDEX_ALLOCATION holds
+// (0 without one) and whether it has one, through our reader.
+func indexShape(t *testing.T, img, dir string) (blocks int64) {
+	t.Helper()
+	v := openVolumeFile(t, img)
+	f, _, err := v.Lookup(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.stream(AttrIndexAllocation, i30)
+	if err != nil {
+		return 0
+	}
+	return s.Size() / v.IndexRecordSize
+}
+
+// indxWrites counts the INDX blocks a plan writes.
+func indxWrites(ws []disk.Write) int {
+	n := 0
+	for _, w := range ws {
+		if w.What == WriteIndex {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPlanCreateSplitsFullNode fills a directory through ntfs-3g with
+// 200-character names, then looks for a name whose leaf is full (its plan
+// writes more than one INDX block) and creates it alone; then creates 120
+// more in one plan, which splits blocks repeatedly and overflows the root
+// into a deeper tree.
+func TestPlanCreateSplitsFullNode(t *testing.T) {
+	createTools(t)
+	const dir = `\full`
+	img := buildCreateImage(t, 4096, 32, func(mnt string) {
+		for i := 0; i < 61; i++ {
+			writeFile(t, mnt, "full/"+longName("n", 2*i), []byte{byte(i)})
+		}
+	})
+	// ntfs-3g leaves its leaves about half full; fill one leaf to the
+	// brim with names that sort inside it, again through ntfs-3g.
+	prefix, room := roomyLeaf(t, img, dir)
+	withMount(t, img, "", func(mnt string) {
+		for j := 0; j < room; j++ {
+			writeFile(t, mnt, "full/"+fillName(prefix, "y", j), []byte{1})
+		}
+	})
+	blocksBefore := indexShape(t, img, dir)
+	if blocksBefore < 4 {
+		t.Fatalf("ntfs-3g made %d index blocks, want several", blocksBefore)
+	}
+	v := openVolumeFile(t, img)
+	one := NewFile{Dir: dir, Name: fillName(prefix, "z", 0), Content: randomBytes(7, 3000)}
+	ws, _, err := v.PlanCreate([]NewFile{one}, CreateOptions{Now: createClock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := indxWrites(ws); n < 2 {
+		t.Fatalf("creation in a full leaf writes %d INDX blocks, want a split (2 or more)", n)
+	}
+	cp, _ := planAndApply(t, img, []NewFile{one})
+	if got := indexShape(t, cp, dir); got != blocksBefore+1 {
+		t.Errorf("after one split: %d index blocks, want %d", got, blocksBefore+1)
+	}
+	checkVolume(t, cp, []string{dir})
+	if got := readBack(t, cp, dir+`\`+one.Name); !bytes.Equal(got, one.Content) {
+		t.Error("split file reads back differently")
+	}
+	if n := len(ntfslsNames(t, cp, dir)); n != 62+room {
+		t.Errorf("ntfsls lists %d names, want %d", n, 62+room)
+	}
+
+	var many []NewFile
+	for i := 0; i < 120; i++ {
+		many = append(many, NewFile{Dir: dir, Name: longName("m", i), Content: randomBytes(uint64(100+i), 1+i*37)})
+	}
+	cp2, created := planAndApply(t, img, many)
+	// 120 records do not fit the MFT ntfs-3g left: the plan grows it (and
+	// so record 0 and its $MFTMirr copy, which ntfsfix compares).
+	records := uint64(v.MFT().Size() / v.RecordSize)
+	if last := created[len(created)-1].Record; last < records+mftGrowRecords {
+		t.Errorf("last record %d; the test wants the MFT (%d records) grown past one step", last, records)
+	}
+	if got := indexShape(t, cp2, dir); got < blocksBefore+15 {
+		t.Errorf("after 120 creations: %d index blocks, want at least %d", got, blocksBefore+15)
+	}
+	checkVolume(t, cp2, []string{dir})
+	if n := len(ntfslsNames(t, cp2, dir)); n != 181+room {
+		t.Errorf("ntfsls lists %d names, want %d", n, 181+room)
+	}
+	withMount(t, cp2, "ro", func(mnt string) {
+		for _, nf := range many {
+			got, err := os.ReadFile(filepath.Join(mnt, "full", nf.Name))
+			if err != nil || !bytes.Equal(got, nf.Content) {
+				t.Fatalf("ntfs-3g reads %s: %v (equal %v)", nf.Name, err, bytes.Equal(got, nf.Content))
+			}
+		}
+	})
+	ntfs3gStillWrites(t, cp2, "full", many[0].Name, many[119].Name)
+}
+
+// fillName is a 200-character name sorting right after prefix's entry.
+func fillName(prefix, mark string, j int) string {
+	s := fmt.Sprintf("%s%s%03d", prefix, mark, j)
+	return s + strings.Repeat("x", 200-len(s))
+}
+
+// roomyLeaf finds, through our reader, a leaf INDX block of dir with at
+// least two entries and returns the name prefix ("n-0012-") of its first
+// entry and how many 200-character entries still fit in it.
+func roomyLeaf(t *testing.T, img, dir string) (string, int) {
+	t.Helper()
+	v := openVolumeFile(t, img)
+	f, _, err := v.Lookup(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := v.IndexEntries(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := map[int64]bool{}
+	nodes := map[int64]bool{}
+	for _, e := range es {
+		if e.NodeVCN >= 0 {
+			nodes[e.NodeVCN] = true
+		}
+	}
+	for vcn := range nodes {
+		n, err := v.IndexNode(f, vcn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range n.Entries {
+			if e.Subnode >= 0 {
+				inner[vcn] = true
+			}
+		}
+	}
+	entryLen := ieKeyOff + align8(fnNameOff+2*200)
+	for vcn := range nodes {
+		if inner[vcn] {
+			continue
+		}
+		n, err := v.IndexNode(f, vcn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(n.Entries) < 3 {
+			continue
+		}
+		h := n.Raw[indxHeaderOff:]
+		free := int(le32(h[ihAllocatedOff:])) - int(le32(h[ihIndexLengthOff:]))
+		return n.Entries[0].Key.Name[:7], free / entryLen
+	}
+	t.Fatal("no leaf with two entries")
+	return "", 0
+}
+
+// TestPlanCreateRootOverflow creates files in a directory whose index is
+// only an $INDEX_ROOT until it no longer fits the MFT record, so the plan
+// adds $INDEX_ALLOCATION and $BITMAP.
+func TestPlanCreateRootOverflow(t *testing.T) {
+	createTools(t)
+	const dir = `\small`
+	img := buildCreateImage(t, 4096, 32, func(mnt string) {
+		writeFile(t, mnt, "small/one.txt", []byte("one"))
+		writeFile(t, mnt, "small/two.txt", []byte("two"))
+	})
+	if b := indexShape(t, img, dir); b != 0 {
+		t.Fatalf("small directory already has %d index blocks", b)
+	}
+	var files []NewFile
+	for i := 0; i < 12; i++ {
+		files = append(files, NewFile{Dir: dir, Name: fmt.Sprintf("created file number %02d.dat", i), Content: randomBytes(uint64(i), 2000+i)})
+	}
+	cp, _ := planAndApply(t, img, files)
+	if b := indexShape(t, cp, dir); b != 1 {
+		t.Errorf("after root overflow: %d index blocks, want 1", b)
+	}
+	checkVolume(t, cp, []string{dir})
+	out := run(t, "ntfsinfo", "-F", "/small", cp)
+	if !strings.Contains(out, "$INDEX_ALLOCATION") || !strings.Contains(out, "$BITMAP") {
+		t.Errorf("ntfsinfo shows no $INDEX_ALLOCATION/$BITMAP:\n%s", out)
+	}
+	if n := len(ntfslsNames(t, cp, dir)); n != 14 {
+		t.Errorf("ntfsls lists %d names, want 14", n)
+	}
+	for _, f := range files {
+		if got := readBack(t, cp, dir+`\`+f.Name); !bytes.Equal(got, f.Content) {
+			t.Errorf("%s reads back differently", f.Name)
+		}
+	}
+	ntfs3gStillWrites(t, cp, "small")
+}
+
+// ntfs3gStillWrites mounts img read-write with ntfs-3g, which then adds
+// and removes names in dir through our index, and checks the volume
+// after: ntfs-3g must be able to keep using the tree we built.
+func ntfs3gStillWrites(t *testing.T, img, dir string, remove ...string) {
+	t.Helper()
+	withMount(t, img, "", func(mnt string) {
+		d := filepath.Join(mnt, dir)
+		for _, n := range remove {
+			if err := os.Remove(filepath.Join(d, n)); err != nil {
+				t.Fatalf("ntfs-3g removes %s: %v", n, err)
+			}
+		}
+		es, err := os.ReadDir(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range es {
+			if i%3 == 0 {
+				if err := os.Remove(filepath.Join(d, e.Name())); err != nil {
+					t.Fatalf("ntfs-3g removes %s: %v", e.Name(), err)
+				}
+			}
+		}
+		for i := 0; i < 20; i++ {
+			if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("after-%02d", i)), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	checkVolume(t, img, []string{`\` + dir})
+}
