@@ -231,22 +231,9 @@ func (c *creator) create(nf NewFile) (Created, error) {
 	cs := v.ClusterSize
 	size := int64(len(nf.Content))
 	need := (size + cs - 1) / cs
-	var runs []Run
-	if need > 0 {
-		bm, err := c.bitmap()
-		if err != nil {
-			return Created{}, err
-		}
-		picked, err := bm.allocate(need, c.dataGoal)
-		if err != nil {
-			return Created{}, err
-		}
-		runs = appendRuns(nil, picked)
-		last := runs[len(runs)-1]
-		c.dataGoal = last.LCN + last.Length
-		if err := c.planContent(runs, nf.Content); err != nil {
-			return Created{}, err
-		}
+	runs, _, err := c.allocData(nf.Content)
+	if err != nil {
+		return Created{}, err
 	}
 	// A Win32 name needs a DOS partner name (ntfs-3g refuses to unlink a
 	// Win32 name without one); generating short names is not done here, so
@@ -274,7 +261,18 @@ func (c *creator) create(nf NewFile) (Created, error) {
 	}
 	re.attrs = append(re.attrs, residentAttr(AttrStandardInformation, "", re.nextAttrID(), false, siVal))
 	re.attrs = append(re.attrs, residentAttr(AttrFileName, "", re.nextAttrID(), true, fn))
-	if sib.sd != nil {
+	switch {
+	case sib.sd != nil && sib.sdNonResident:
+		sdRuns, alloc, err := c.allocData(sib.sd)
+		if err != nil {
+			return Created{}, err
+		}
+		a, err := nonResidentAttr(AttrSecurityDescriptor, "", re.nextAttrID(), sdRuns, alloc, int64(len(sib.sd)), int64(len(sib.sd)))
+		if err != nil {
+			return Created{}, err
+		}
+		re.attrs = append(re.attrs, a)
+	case sib.sd != nil:
 		re.attrs = append(re.attrs, residentAttr(AttrSecurityDescriptor, "", re.nextAttrID(), false, sib.sd))
 	}
 	if need == 0 {
@@ -303,6 +301,29 @@ func (c *creator) create(nf NewFile) (Created, error) {
 		Path: strings.TrimRight(nf.Dir, `\/`) + `\` + nf.Name, Record: num, Sequence: seq, Size: size,
 		Runs: runs, Namespace: ns, SecurityID: secID, SiblingRecord: sib.record, Time: c.opts.Now,
 	}, nil
+}
+
+// allocData takes clusters for content from $Bitmap (after the last ones
+// this plan took, one extent when a free one is large enough) and plans
+// its writes; it returns the runs and the allocated size.
+func (c *creator) allocData(content []byte) ([]Run, int64, error) {
+	cs := c.v.ClusterSize
+	need := (int64(len(content)) + cs - 1) / cs
+	if need == 0 {
+		return nil, 0, nil
+	}
+	bm, err := c.bitmap()
+	if err != nil {
+		return nil, 0, err
+	}
+	picked, err := bm.allocate(need, c.dataGoal)
+	if err != nil {
+		return nil, 0, err
+	}
+	runs := appendRuns(nil, picked)
+	last := runs[len(runs)-1]
+	c.dataGoal = last.LCN + last.Length
+	return runs, need * cs, c.planContent(runs, content)
 }
 
 // planContent writes content onto runs, whole clusters, zero-padded.
@@ -337,8 +358,15 @@ func fileNameValue(parent, now uint64, alloc, size int64, name string, ns uint8)
 type siblingInfo struct {
 	record uint64
 	si     []byte // its $STANDARD_INFORMATION value
-	sd     []byte // its resident $SECURITY_DESCRIPTOR, if it has one
+	sd     []byte // its $SECURITY_DESCRIPTOR, if it has one and no $Secure id
+	// sdNonResident: the descriptor was stored in clusters, so the copy
+	// is too.
+	sdNonResident bool
 }
+
+// maxSecurityDescriptor bounds a copied security descriptor (Windows caps
+// descriptors at 64 KiB).
+const maxSecurityDescriptor = 64 << 10
 
 // sibling finds a plain file in the directory (the first in index order)
 // whose security a new file takes, as Windows gives files created in one
@@ -383,6 +411,7 @@ func (c *creator) sibling(ix *ixDir) (siblingInfo, error) {
 
 func fileSecurity(f *File) (siblingInfo, error) {
 	s := siblingInfo{record: f.Number()}
+	var sd *Attr
 	for _, a := range f.Attrs {
 		switch a.Type {
 		case AttrStandardInformation:
@@ -390,17 +419,29 @@ func fileSecurity(f *File) (siblingInfo, error) {
 				s.si = a.Value[:min(len(a.Value), siSizeV30)]
 			}
 		case AttrSecurityDescriptor:
-			if a.NonResident {
-				return s, formatErr(f.Record.DiskOffset(), "MFT record", ErrUnsupported, f.Number(), "record %d has a non-resident $SECURITY_DESCRIPTOR", f.Number())
-			}
-			s.sd = a.Value
+			sd = a
 		}
 	}
-	if s.si == nil {
+	switch {
+	case s.si == nil:
 		return s, formatErr(f.Record.DiskOffset(), "MFT record", ErrBadRecord, f.Number(), "record %d has no usable $STANDARD_INFORMATION", f.Number())
-	}
-	if len(s.si) >= siSizeV30 {
-		s.sd = nil // security lives in $Secure
+	case len(s.si) >= siSizeV30 || sd == nil:
+		// Security lives in $Secure (or nowhere).
+	case sd.NonResident:
+		st, err := f.stream(AttrSecurityDescriptor, "")
+		if err != nil {
+			return s, err
+		}
+		if st.Size() > maxSecurityDescriptor || st.Compressed() || st.Encrypted() {
+			return s, formatErr(st.headerOffset, "$SECURITY_DESCRIPTOR", ErrUnsupported, st.Size(), "record %d's security descriptor is not a plain one of at most %d bytes", f.Number(), maxSecurityDescriptor)
+		}
+		s.sd = make([]byte, st.Size())
+		if _, err := st.ReadAt(s.sd, 0); err != nil && len(s.sd) > 0 {
+			return s, err
+		}
+		s.sdNonResident = true
+	default:
+		s.sd = sd.Value
 	}
 	return s, nil
 }
