@@ -182,8 +182,16 @@ func roomyLeaf(t *testing.T, img, dir string) (string, int) {
 // adds $INDEX_ALLOCATION and $BITMAP.
 func TestPlanCreateRootOverflow(t *testing.T) {
 	createTools(t)
+	// With 512-byte clusters a block is 8 VCNs; with 64 KiB clusters
+	// (larger than the 4 KiB block) VCNs count 512-byte units.
+	for _, cs := range []int64{512, 4096, 65536} {
+		t.Run(fmt.Sprintf("cluster%d", cs), func(t *testing.T) { rootOverflow(t, cs) })
+	}
+}
+
+func rootOverflow(t *testing.T, cs int64) {
 	const dir = `\small`
-	img := buildCreateImage(t, 4096, 32, func(mnt string) {
+	img := buildCreateImage(t, cs, 32, func(mnt string) {
 		writeFile(t, mnt, "small/one.txt", []byte("one"))
 		writeFile(t, mnt, "small/two.txt", []byte("two"))
 	})
@@ -194,24 +202,38 @@ func TestPlanCreateRootOverflow(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		files = append(files, NewFile{Dir: dir, Name: fmt.Sprintf("created file number %02d.dat", i), Content: randomBytes(uint64(i), 2000+i)})
 	}
+	// Then enough long names for the new block to split and the root to
+	// take the middle entry.
+	for i := 0; i < 12; i++ {
+		files = append(files, NewFile{Dir: dir, Name: longName("r", i), Content: randomBytes(uint64(50+i), 3*i)})
+	}
 	cp, _ := planAndApply(t, img, files)
-	if b := indexShape(t, cp, dir); b != 1 {
-		t.Errorf("after root overflow: %d index blocks, want 1", b)
+	t.Logf("%d index blocks after the plan", indexShape(t, cp, dir))
+	if b := indexShape(t, cp, dir); b < 2 {
+		t.Errorf("after root overflow and a split: %d index blocks, want 2 or more", b)
 	}
 	checkVolume(t, cp, []string{dir})
 	out := run(t, "ntfsinfo", "-F", "/small", cp)
 	if !strings.Contains(out, "$INDEX_ALLOCATION") || !strings.Contains(out, "$BITMAP") {
 		t.Errorf("ntfsinfo shows no $INDEX_ALLOCATION/$BITMAP:\n%s", out)
 	}
-	if n := len(ntfslsNames(t, cp, dir)); n != 14 {
-		t.Errorf("ntfsls lists %d names, want 14", n)
+	if n := len(ntfslsNames(t, cp, dir)); n != 26 {
+		t.Errorf("ntfsls lists %d names, want 26", n)
 	}
 	for _, f := range files {
 		if got := readBack(t, cp, dir+`\`+f.Name); !bytes.Equal(got, f.Content) {
 			t.Errorf("%s reads back differently", f.Name)
 		}
 	}
-	ntfs3gStillWrites(t, cp, "small")
+	withMount(t, cp, "ro", func(mnt string) {
+		for _, f := range files {
+			got, err := os.ReadFile(filepath.Join(mnt, "small", f.Name))
+			if err != nil || !bytes.Equal(got, f.Content) {
+				t.Errorf("ntfs-3g reads %s: %v (equal %v)", f.Name, err, bytes.Equal(got, f.Content))
+			}
+		}
+	})
+	ntfs3gStillWrites(t, cp, "small", files[0].Name)
 }
 
 // ntfs3gStillWrites mounts img read-write with ntfs-3g, which then adds

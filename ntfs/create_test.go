@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf16"
@@ -314,6 +315,12 @@ func TestPlanCreateRefuses(t *testing.T) {
 	img := buildCreateImage(t, 4096, 32, func(mnt string) {
 		writeFile(t, mnt, "dir/atapi.sys", []byte("old"))
 		writeFile(t, mnt, "dir/Long File Name.txt", []byte("old"))
+		if err := os.Mkdir(filepath.Join(mnt, "packed"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Setxattr(filepath.Join(mnt, "packed"), "system.ntfs_attrib_be", ntfsAttribCompressed, 0); err != nil {
+			t.Fatal(err)
+		}
 	})
 	v := openVolumeFile(t, img)
 	cases := []struct {
@@ -330,12 +337,27 @@ func TestPlanCreateRefuses(t *testing.T) {
 		{[]NewFile{{Dir: "dir/atapi.sys", Name: "x"}}, ErrNotDirectory},
 		{[]NewFile{{Dir: "$Extend", Name: "x"}}, ErrNotPlannable},
 		{[]NewFile{{Dir: "dir", Name: "big", Content: make([]byte, 40<<20)}}, ErrNoSpace},
+		{[]NewFile{{Dir: "packed", Name: "x.sys", Content: []byte("x")}}, ErrCompressDir},
 	}
 	for _, c := range cases {
 		_, _, err := v.PlanCreate(c.f, CreateOptions{Now: createClock})
 		if !errors.Is(err, c.want) {
 			t.Errorf("%+v: err %v, want %v", c.f[len(c.f)-1].Name, err, c.want)
 		}
+	}
+
+	// A hibernated volume is refused unless overridden.
+	withMount(t, img, "", func(mnt string) { writeFile(t, mnt, "hiberfil.sys", []byte("hibr and more")) })
+	v = openVolumeFile(t, img)
+	nf := []NewFile{{Dir: "dir", Name: "new.sys", Content: []byte("x")}}
+	if _, _, err := v.PlanCreate(nf, CreateOptions{Now: createClock}); !errors.Is(err, ErrUnsafeVolume) {
+		t.Errorf("hibernated volume: err %v, want ErrUnsafeVolume", err)
+	}
+	if _, _, err := v.PlanCreate(nf, CreateOptions{Now: createClock, AllowUnsafeVolume: true}); err != nil {
+		t.Errorf("hibernated volume with override: %v", err)
+	}
+	if _, _, err := v.PlanCreate(nf, CreateOptions{}); err == nil {
+		t.Error("a plan without a clock was accepted")
 	}
 }
 
