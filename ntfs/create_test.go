@@ -2,8 +2,10 @@ package ntfs
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +19,10 @@ import (
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/internal/testutil"
+	"github.com/kvmify/kvmify/partition"
 )
+
+func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 
 // createClock is the plan's clock in these tests.
 var createClock = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -418,3 +423,90 @@ func TestWithWritesComposes(t *testing.T) {
 
 // utf16Of is for tests that build names.
 func utf16Of(s string) []uint16 { return utf16.Encode([]rune(s)) }
+
+var ntfsinfoSecurityID = regexp.MustCompile(`Security ID:\s+(\d+)`)
+
+// TestPlanCreateOnWindowsVolume creates files on the corpus volume Windows
+// formatted and filled (72-byte $STANDARD_INFORMATION with $Secure ids,
+// its own index layout): a new file takes its sibling's security id, and
+// ntfs-3g, ntfsfix and The Sleuth Kit accept the result.
+func TestPlanCreateOnWindowsVolume(t *testing.T) {
+	createTools(t)
+	corpus := testutil.CorpusFile(t, "disk-mbr-ntfs-win-32M.raw")
+	src, err := os.Open(corpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := partition.Read(src, fi.Size())
+	if err != nil || len(tab.Partitions) == 0 {
+		t.Fatalf("partition.Read: %v", err)
+	}
+	part := tab.Partitions[0]
+	img := filepath.Join(t.TempDir(), "win.img")
+	out, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, io.NewSectionReader(src, part.Start, part.Size)); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
+
+	v := openVolumeFile(t, img)
+	st, err := v.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []NewFile{
+		{Dir: `\test_dir`, Name: "intelide.sys", Content: randomBytes(31, 5504)},
+		{Dir: `\test_dir`, Name: "a name Windows 8 keeps in POSIX.txt", Content: randomBytes(32, 40000)},
+		{Dir: `\`, Name: "pciide.sys", Content: randomBytes(33, 3328)},
+	}
+	before := testutil.FileSHA256(t, img)
+	ws, created, err := v.PlanCreate(files, CreateOptions{Now: createClock, AllowUnsafeVolume: !st.Safe()})
+	if err != nil {
+		t.Fatalf("PlanCreate: %v", err)
+	}
+	checkNoOverlap(t, ws)
+	cp := applyToCopy(t, img, ws, v.SectorSize)
+	if testutil.FileSHA256(t, img) != before {
+		t.Fatal("source changed")
+	}
+	checkVolume(t, cp, []string{`\test_dir`, `\`})
+	sibOut := run(t, "ntfsinfo", "-F", "/test_dir/111111111111111.txt", cp)
+	newOut := run(t, "ntfsinfo", "-F", "/test_dir/intelide.sys", cp)
+	sibID, newID := ntfsinfoSecurityID.FindStringSubmatch(sibOut), ntfsinfoSecurityID.FindStringSubmatch(newOut)
+	if sibID == nil || newID == nil || sibID[1] != newID[1] || newID[1] == "0" {
+		t.Errorf("security id %v, sibling's %v", newID, sibID)
+	}
+	if strconv.FormatUint(uint64(created[0].SecurityID), 10) != newID[1] {
+		t.Errorf("Created says security id %d, ntfsinfo %s", created[0].SecurityID, newID[1])
+	}
+	srcTree, cpTree := treeHashes(t, img), treeHashes(t, cp)
+	for _, f := range files {
+		p := "/" + strings.TrimPrefix(pathOf(f), "/")
+		if h := cpTree[p]; h != sha256Sum(f.Content) {
+			t.Errorf("ntfs-3g reads %s differently", p)
+		}
+		delete(cpTree, p)
+	}
+	if len(cpTree) != len(srcTree) {
+		t.Errorf("copy holds %d other files, source %d", len(cpTree), len(srcTree))
+	}
+	for p, h := range srcTree {
+		if cpTree[p] != h {
+			t.Errorf("%s changed", p)
+		}
+	}
+	var paths []string
+	for _, c := range created {
+		paths = append(paths, c.Path)
+	}
+	checkSleuthKit(t, cp, paths)
+	ntfs3gStillWrites(t, cp, "test_dir", "intelide.sys")
+}
