@@ -74,6 +74,7 @@ type CreateOptions struct {
 type Created struct {
 	Path       string // Dir\Name
 	Record     uint64 // MFT record number
+	Parent     uint64 // the directory's MFT record number
 	Sequence   uint16 // the record's new sequence number
 	Size       int64
 	Runs       []Run // clusters of its $DATA (none for an empty file)
@@ -298,7 +299,7 @@ func (c *creator) create(nf NewFile) (Created, error) {
 	put64(dirSI[siMFTChangedOff:], now)
 
 	return Created{
-		Path: strings.TrimRight(nf.Dir, `\/`) + `\` + nf.Name, Record: num, Sequence: seq, Size: size,
+		Path: strings.TrimRight(nf.Dir, `\/`) + `\` + nf.Name, Record: num, Parent: dir.Number(), Sequence: seq, Size: size,
 		Runs: runs, Namespace: ns, SecurityID: secID, SiblingRecord: sib.record, Time: c.opts.Now,
 	}, nil
 }

@@ -224,8 +224,10 @@ func checkNtfsinfo(t *testing.T, img string, c Created, parent uint64) {
 	}
 }
 
-// checkSleuthKit lists img with fls and checks every path is there.
-func checkSleuthKit(t *testing.T, img string, paths []string) {
+// checkSleuthKit lists img with fls and checks every created file is
+// there, then reads each one's record with istat: name, sequence number,
+// parent and size must be what the plan says.
+func checkSleuthKit(t *testing.T, img string, created []Created) {
 	t.Helper()
 	if _, err := exec.LookPath("fls"); err != nil {
 		if testutil.InCI() {
@@ -241,10 +243,22 @@ func checkSleuthKit(t *testing.T, img string, paths []string) {
 			listed[strings.ToUpper(l[i+2:])] = true
 		}
 	}
-	for _, p := range paths {
-		k := strings.ToUpper(strings.TrimPrefix(strings.ReplaceAll(p, `\`, "/"), "/"))
+	for _, c := range created {
+		k := strings.ToUpper(strings.TrimPrefix(strings.ReplaceAll(c.Path, `\`, "/"), "/"))
 		if !listed[k] {
 			t.Errorf("fls does not list %s", k)
+		}
+		st := run(t, "istat", img, strconv.FormatUint(c.Record, 10))
+		name := c.Path[strings.LastIndex(c.Path, `\`)+1:]
+		for _, want := range []string{
+			fmt.Sprintf("Entry: %d        Sequence: %d", c.Record, c.Sequence),
+			"Name: " + name + "\n",
+			fmt.Sprintf("Parent MFT Entry: %d \t", c.Parent),
+			fmt.Sprintf("Actual Size: %d\n", c.Size),
+		} {
+			if !strings.Contains(st, want) {
+				t.Errorf("istat %d (%s) lacks %q:\n%s", c.Record, c.Path, want, st)
+			}
 		}
 	}
 	run(t, "fsstat", img)
@@ -307,11 +321,7 @@ func TestPlanCreateDrivers(t *testing.T) {
 	if len(names) != 304 {
 		t.Errorf("ntfsls lists %d names in drivers, want 304", len(names))
 	}
-	var paths []string
-	for _, c := range created {
-		paths = append(paths, c.Path)
-	}
-	checkSleuthKit(t, cp, paths)
+	checkSleuthKit(t, cp, created)
 	ntfs3gStillWrites(t, cp, "WINDOWS/system32/drivers", "intelide.sys", "A long name, not 8.3.sys")
 }
 
@@ -503,10 +513,6 @@ func TestPlanCreateOnWindowsVolume(t *testing.T) {
 			t.Errorf("%s changed", p)
 		}
 	}
-	var paths []string
-	for _, c := range created {
-		paths = append(paths, c.Path)
-	}
-	checkSleuthKit(t, cp, paths)
+	checkSleuthKit(t, cp, created)
 	ntfs3gStillWrites(t, cp, "test_dir", "intelide.sys")
 }
