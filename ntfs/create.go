@@ -89,8 +89,8 @@ type Created struct {
 // PlanCreate returns the writes that create files, in order, without
 // applying any of them; later files see earlier files' records, clusters
 // and index entries. For each file it takes the lowest free MFT record
-// from 24 on ($MFT's $BITMAP; a reused record's sequence number is
-// incremented; the MFT grows within its allocation when no record is
+// from 24 on ($MFT's $BITMAP; a freed record keeps the sequence number
+// Windows incremented when it freed it; the MFT grows within its allocation when no record is
 // free, else ErrMFTFull), builds $STANDARD_INFORMATION (opts.Now, ARCHIVE,
 // owner and security id — or the $SECURITY_DESCRIPTOR of an NTFS 1.2-style
 // file — copied from a sibling file in the directory), one $FILE_NAME

@@ -159,8 +159,13 @@ func (c *creator) growMFT() error {
 	return nil
 }
 
-// reuse returns the sequence number a free record gets: the old one plus
-// one (skipping 0) when the record holds a valid FILE record, else 1.
+// reuse returns the sequence number a free record gets and the update
+// sequence number to continue from. Windows increments a record's
+// sequence number when it frees the record ("incremented each time that a
+// file record segment is freed; it is 0 if the segment is not used",
+// Microsoft's FILE_RECORD_SEGMENT_HEADER documentation), and ntfs-3g does
+// the same, so a freed record keeps its number; one never used (0, or not
+// a valid FILE record) starts at 1.
 func (c *creator) reuse(n uint64) (seq, usn uint16, err error) {
 	rec, err := c.v.ReadRecord(n)
 	if errors.Is(err, ErrBadRecord) || errors.Is(err, ErrBadFixup) {
@@ -172,7 +177,7 @@ func (c *creator) reuse(n uint64) (seq, usn uint16, err error) {
 	if rec.InUse() {
 		return 0, 0, formatErr(rec.DiskOffset(), "MFT record", ErrBadRecord, n, "record %d is free in $MFT's $BITMAP but marked in use; run chkdsk", n)
 	}
-	seq = rec.Sequence + 1
+	seq = rec.Sequence
 	if seq == 0 {
 		seq = 1
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -67,7 +68,7 @@ func pathOf(nf NewFile) string {
 // unchanged), ntfs-3g lookups of every listed name, and our reader.
 func TestPlanCreateProperty(t *testing.T) {
 	createTools(t)
-	img := buildCreateImage(t, 4096, 48, propTree(t))
+	img := buildCreateImage(t, 4096, 32, propTree(t))
 	orig := treeHashes(t, img)
 	sequences := 20
 	if testing.Short() {
@@ -76,8 +77,10 @@ func TestPlanCreateProperty(t *testing.T) {
 	r := rand.New(rand.NewPCG(2026, 13))
 	n := 0
 	for seq := 0; seq < sequences; seq++ {
-		work := applyToCopy(t, img, nil, 512)
+		work := sparseCopy(t, img)
 		created := map[string][]byte{}
+		var freed *Created // a created file ntfs-3g deleted after the last step
+		freedSeq := uint16(0)
 		steps := 1 + r.IntN(3)
 		for step := 0; step < steps; step++ {
 			var files []NewFile
@@ -86,12 +89,30 @@ func TestPlanCreateProperty(t *testing.T) {
 				n++
 			}
 			v := openVolumeFile(t, work)
-			ws, _, err := v.PlanCreate(files, CreateOptions{Now: createClock})
+			if freed != nil {
+				rec, err := v.ReadRecord(freed.Record)
+				if err != nil {
+					t.Fatal(err)
+				}
+				freedSeq = rec.Sequence
+			}
+			ws, made, err := v.PlanCreate(files, CreateOptions{Now: createClock})
 			if err != nil {
 				t.Fatalf("sequence %d step %d: %v", seq, step, err)
 			}
 			checkNoOverlap(t, ws)
 			applyInPlace(t, work, ws)
+			// The lowest free record is the one ntfs-3g just freed; it
+			// keeps the sequence number ntfs-3g raised when freeing it.
+			if freed != nil {
+				if made[0].Record != freed.Record {
+					t.Errorf("sequence %d step %d: first file got record %d, not the freed %d", seq, step, made[0].Record, freed.Record)
+				}
+				if made[0].Sequence != freedSeq || made[0].Sequence == freed.Sequence {
+					t.Errorf("sequence %d step %d: reused record %d has sequence %d (was %d, freed %d)", seq, step, freed.Record, made[0].Sequence, freed.Sequence, freedSeq)
+				}
+			}
+			checkSleuthKit(t, work, made)
 			for _, f := range files {
 				created["/"+strings.TrimPrefix(pathOf(f), "/")] = f.Content
 			}
@@ -102,25 +123,91 @@ func TestPlanCreateProperty(t *testing.T) {
 				t.Fatalf("sequence %d: re-creating %s: %v, want ErrExists", seq, again.Name, err)
 			}
 			checkVolume(t, work, propDirs)
-			got := treeHashes(t, work)
-			for p, h := range orig {
-				if got[p] != h {
-					t.Fatalf("sequence %d step %d: %s changed", seq, step, p)
+			// One read-write ntfs-3g mount reads every file back, then
+			// deletes the lowest-numbered file this step made, so the next
+			// step must reuse its record.
+			low := made[0]
+			for _, c := range made {
+				if c.Record < low.Record {
+					low = c
 				}
 			}
-			if len(got) != len(orig)+len(created) {
-				t.Fatalf("sequence %d step %d: ntfs-3g sees %d files, want %d", seq, step, len(got), len(orig)+len(created))
-			}
-			withMount(t, work, "ro", func(mnt string) {
-				for p, want := range created {
-					b, err := os.ReadFile(filepath.Join(mnt, p))
-					if err != nil || !bytes.Equal(b, want) {
-						t.Fatalf("sequence %d step %d: ntfs-3g reads %s: %v (equal %v)", seq, step, p, err, bytes.Equal(b, want))
+			withMount(t, work, "", func(mnt string) {
+				got := hashTree(t, mnt)
+				for p, h := range orig {
+					if got[p] != h {
+						t.Fatalf("sequence %d step %d: %s changed", seq, step, p)
 					}
 				}
+				if len(got) != len(orig)+len(created) {
+					t.Fatalf("sequence %d step %d: ntfs-3g sees %d files, want %d", seq, step, len(got), len(orig)+len(created))
+				}
+				for p, want := range created {
+					if got[p] != sha256Sum(want) {
+						t.Fatalf("sequence %d step %d: ntfs-3g reads %s differently", seq, step, p)
+					}
+				}
+				if err := os.Remove(filepath.Join(mnt, strings.ReplaceAll(low.Path, `\`, "/"))); err != nil {
+					t.Fatalf("ntfs-3g deletes %s: %v", low.Path, err)
+				}
 			})
+			delete(created, "/"+strings.TrimPrefix(strings.ReplaceAll(low.Path, `\`, "/"), "/"))
+			freed = &low
 		}
 	}
+}
+
+// hashTree hashes every regular file under a mount point, keyed by its
+// path from the volume root.
+func hashTree(t *testing.T, mnt string) map[string][32]byte {
+	t.Helper()
+	out := map[string][32]byte{}
+	err := filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out["/"+strings.TrimPrefix(p, mnt+"/")] = sha256Sum(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// sparseCopy copies img leaving its zero blocks as holes, which keeps the
+// twenty copies of the property test cheap.
+func sparseCopy(t *testing.T, img string) string {
+	t.Helper()
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(t.TempDir(), "work.img")
+	f, err := os.Create(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(len(b))); err != nil {
+		t.Fatal(err)
+	}
+	const block = 64 << 10
+	zero := make([]byte, block)
+	for off := 0; off < len(b); off += block {
+		chunk := b[off:min(off+block, len(b))]
+		if bytes.Equal(chunk, zero[:len(chunk)]) {
+			continue
+		}
+		if _, err := f.WriteAt(chunk, int64(off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cp
 }
 
 func applyInPlace(t *testing.T, img string, ws []disk.Write) {

@@ -237,6 +237,9 @@ func checkSleuthKit(t *testing.T, img string, created []Created) {
 		return
 	}
 	out := run(t, "fls", "-r", "-p", img)
+	if strings.Contains(out, "(realloc)") {
+		t.Errorf("fls finds entries whose reference does not match their record's sequence number:\n%s", out)
+	}
 	listed := map[string]bool{}
 	for _, l := range strings.Split(out, "\n") {
 		if i := strings.Index(l, ":\t"); i >= 0 {
