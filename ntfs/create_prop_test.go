@@ -113,6 +113,7 @@ func TestPlanCreateProperty(t *testing.T) {
 				}
 			}
 			checkSleuthKit(t, work, made)
+			checkAllocated(t, work, made)
 			for _, f := range files {
 				created["/"+strings.TrimPrefix(pathOf(f), "/")] = f.Content
 			}

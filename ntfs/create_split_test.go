@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -208,7 +209,6 @@ func rootOverflow(t *testing.T, cs int64) {
 		files = append(files, NewFile{Dir: dir, Name: longName("r", i), Content: randomBytes(uint64(50+i), 3*i)})
 	}
 	cp, _ := planAndApply(t, img, files)
-	t.Logf("%d index blocks after the plan", indexShape(t, cp, dir))
 	if b := indexShape(t, cp, dir); b < 2 {
 		t.Errorf("after root overflow and a split: %d index blocks, want 2 or more", b)
 	}
@@ -236,34 +236,82 @@ func rootOverflow(t *testing.T, cs int64) {
 	ntfs3gStillWrites(t, cp, "small", files[0].Name)
 }
 
-// ntfs3gStillWrites mounts img read-write with ntfs-3g, which then adds
-// and removes names in dir through our index, and checks the volume
-// after: ntfs-3g must be able to keep using the tree we built.
+// ntfs3gStillWrites mounts img read-write with ntfs-3g, which then removes
+// names in dir through our index and writes new files (taking clusters
+// and records from the bitmaps we updated), and checks the volume after:
+// ntfs-3g must be able to keep using the tree we built, and every file it
+// did not remove must read back unchanged in a fresh mount (so none of
+// its new clusters overlapped ours).
 func ntfs3gStillWrites(t *testing.T, img, dir string, remove ...string) {
 	t.Helper()
+	var want map[string][32]byte
 	withMount(t, img, "", func(mnt string) {
+		want = hashTree(t, mnt)
 		d := filepath.Join(mnt, dir)
-		for _, n := range remove {
-			if err := os.Remove(filepath.Join(d, n)); err != nil {
-				t.Fatalf("ntfs-3g removes %s: %v", n, err)
+		gone := func(name string) {
+			if err := os.Remove(filepath.Join(d, name)); err != nil {
+				t.Fatalf("ntfs-3g removes %s: %v", name, err)
 			}
+			delete(want, "/"+dir+"/"+name)
+		}
+		for _, n := range remove {
+			gone(n)
 		}
 		es, err := os.ReadDir(d)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i, e := range es {
-			if i%3 == 0 {
-				if err := os.Remove(filepath.Join(d, e.Name())); err != nil {
-					t.Fatalf("ntfs-3g removes %s: %v", e.Name(), err)
-				}
+			if i%3 == 0 && e.Type().IsRegular() {
+				gone(e.Name())
 			}
 		}
 		for i := 0; i < 20; i++ {
-			if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("after-%02d", i)), []byte("x"), 0o644); err != nil {
+			b := randomBytes(uint64(9000+i), 20000+i*1000)
+			name := fmt.Sprintf("after-%02d", i)
+			if err := os.WriteFile(filepath.Join(d, name), b, 0o644); err != nil {
 				t.Fatal(err)
 			}
+			want["/"+dir+"/"+name] = sha256Sum(b)
 		}
 	})
-	checkVolume(t, img, []string{`\` + dir})
+	checkVolume(t, img, []string{`\` + strings.ReplaceAll(dir, "/", `\`)})
+	got := treeHashes(t, img)
+	if len(got) != len(want) {
+		t.Errorf("after ntfs-3g's changes: %d files, want %d", len(got), len(want))
+	}
+	for p, h := range want {
+		if got[p] != h {
+			t.Errorf("after ntfs-3g's changes %s reads differently", p)
+		}
+	}
+}
+
+// checkAllocated reads $Bitmap and $MFT's $BITMAP with ntfscat and checks
+// that every created file's record and clusters are marked in use and no
+// two files share a cluster.
+func checkAllocated(t *testing.T, img string, created []Created) {
+	t.Helper()
+	clusters := bitmapBits(t, img)
+	records, err := exec.Command("ntfscat", "-a", "0xb0", img, "$MFT").Output()
+	if err != nil {
+		t.Fatalf("ntfscat $MFT $BITMAP: %v", err)
+	}
+	owner := map[int64]string{}
+	for _, c := range created {
+		if int64(c.Record)/8 >= int64(len(records)) || !bitSet(records, int64(c.Record)) {
+			t.Errorf("%s: record %d free in $MFT's $BITMAP", c.Path, c.Record)
+		}
+		for _, r := range c.Runs {
+			for lcn := r.LCN; lcn < r.LCN+r.Length; lcn++ {
+				if !bitSet(clusters, lcn) {
+					t.Errorf("%s: cluster %d free in $Bitmap", c.Path, lcn)
+				}
+				if o, ok := owner[lcn]; ok {
+					t.Errorf("cluster %d given to %s and %s", lcn, o, c.Path)
+				}
+				owner[lcn] = c.Path
+			}
+		}
+	}
 }

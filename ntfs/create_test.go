@@ -96,6 +96,7 @@ func planAndApply(t *testing.T, img string, files []NewFile) (string, []Created)
 	if after := testutil.FileSHA256(t, img); after != before {
 		t.Fatal("source image changed")
 	}
+	checkAllocated(t, cp, created)
 	return cp, created
 }
 
@@ -490,6 +491,7 @@ func TestPlanCreateOnWindowsVolume(t *testing.T) {
 	if testutil.FileSHA256(t, img) != before {
 		t.Fatal("source changed")
 	}
+	checkAllocated(t, cp, created)
 	checkVolume(t, cp, []string{`\test_dir`, `\`})
 	sibOut := run(t, "ntfsinfo", "-F", "/test_dir/111111111111111.txt", cp)
 	newOut := run(t, "ntfsinfo", "-F", "/test_dir/intelide.sys", cp)
