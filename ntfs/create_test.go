@@ -521,3 +521,63 @@ func TestPlanCreateOnWindowsVolume(t *testing.T) {
 	checkSleuthKit(t, cp, created)
 	ntfs3gStillWrites(t, cp, "test_dir", "intelide.sys")
 }
+
+// TestCreateThenRewriteHive is the MergeIDE sequence: plan the drivers,
+// reopen the volume over the source plus those writes, plan a SYSTEM hive
+// rewrite that grows the hive (so it takes clusters from $Bitmap) there,
+// and apply both plans: ntfs-3g reads the drivers and the new hive, and no
+// cluster went to two files.
+func TestCreateThenRewriteHive(t *testing.T) {
+	createTools(t)
+	const hive = "/WINDOWS/system32/config/SYSTEM"
+	img := buildCreateImage(t, 4096, 64, xpLikeTree(t, 100))
+	base, err := disk.OpenSource(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	v, err := Open(base, base.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	drivers := mergeIDEDrivers()
+	ws1, created, err := v.PlanCreate(drivers, CreateOptions{Now: createClock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	over, err := disk.WithWrites(base, ws1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := Open(over, over.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newHive := randomBytes(77, 300000+200000)
+	ws2, err := v2.PlanRewrite(hive, newHive, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := append(append([]disk.Write(nil), ws1...), ws2...)
+	cp := applyToCopy(t, img, all, v.SectorSize)
+	checkAllocated(t, cp, created)
+	checkVolume(t, cp, []string{`\WINDOWS\system32\drivers`, `\WINDOWS\system32\config`})
+	hiveRuns := ntfsclusterRuns(t, cp, hive)
+	for _, c := range created {
+		for _, r := range c.Runs {
+			for _, h := range hiveRuns {
+				if r.LCN < h.LCN+h.Length && h.LCN < r.LCN+r.Length {
+					t.Errorf("%s's clusters %d+%d overlap the hive's %d+%d", c.Path, r.LCN, r.Length, h.LCN, h.Length)
+				}
+			}
+		}
+	}
+	withMount(t, cp, "ro", func(mnt string) {
+		for _, nf := range append(drivers, NewFile{Dir: `\WINDOWS\system32\config`, Name: "SYSTEM", Content: newHive}) {
+			got, err := os.ReadFile(filepath.Join(mnt, pathOf(nf)))
+			if err != nil || !bytes.Equal(got, nf.Content) {
+				t.Errorf("ntfs-3g reads %s: %v (equal %v)", pathOf(nf), err, bytes.Equal(got, nf.Content))
+			}
+		}
+	})
+}
