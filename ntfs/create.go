@@ -2,6 +2,7 @@ package ntfs
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf16"
@@ -14,7 +15,7 @@ import (
 var (
 	ErrExists      = errors.New("file exists and is never replaced")
 	ErrBadName     = errors.New("name not valid on NTFS under Windows")
-	ErrMFTFull     = errors.New("no free MFT record and extending the MFT's allocation is not supported")
+	ErrMFTFull     = errors.New("no free MFT record and the MFT cannot grow here")
 	ErrRecordFull  = errors.New("attributes do not fit the MFT record")
 	ErrCompressDir = errors.New("directory compresses or encrypts new files")
 )
@@ -88,24 +89,34 @@ type Created struct {
 
 // PlanCreate returns the writes that create files, in order, without
 // applying any of them; later files see earlier files' records, clusters
-// and index entries. For each file it takes the lowest free MFT record
-// from 24 on ($MFT's $BITMAP; a freed record keeps the sequence number
-// Windows incremented when it freed it; the MFT grows within its allocation when no record is
-// free, else ErrMFTFull), builds $STANDARD_INFORMATION (opts.Now, ARCHIVE,
-// owner and security id — or the $SECURITY_DESCRIPTOR of an NTFS 1.2-style
-// file — copied from a sibling file in the directory), one $FILE_NAME
-// (namespace Win32+DOS for an 8.3 name; POSIX otherwise, as ntfs-3g
-// does: no short name is generated) and a non-resident $DATA on clusters from $Bitmap (contiguous
-// when a free extent is large enough; an empty file gets an empty resident
-// $DATA), and inserts the name into the directory's $I30 B+ tree, splitting
-// blocks and growing $INDEX_ALLOCATION and its $BITMAP as needed. Names
-// that exist (case-insensitively) are refused with ErrExists and never
-// replaced; compressed or encrypted directories with ErrCompressDir; an
-// unsafe volume with ErrUnsafeVolume unless opts.AllowUnsafeVolume.
+// and index entries. For each file it
+//   - takes the lowest free MFT record from 24 on ($MFT's $BITMAP); a
+//     freed record keeps the sequence number Windows raised when freeing
+//     it; with none free the MFT's data grows by a record, and its
+//     allocation by 16 records when full;
+//   - builds $STANDARD_INFORMATION (opts.Now, ARCHIVE, and the owner and
+//     security id, or for an NTFS 1.2-style file its
+//     $SECURITY_DESCRIPTOR, copied from a sibling file in the directory);
+//   - builds one $FILE_NAME: namespace Win32+DOS for an 8.3 name, POSIX
+//     otherwise (as ntfs-3g, and Windows 8+ without short names, do: no
+//     short name is generated);
+//   - builds a non-resident $DATA on clusters from $Bitmap, one extent
+//     when a free one is large enough (an empty file gets an empty
+//     resident $DATA);
+//   - inserts the name into the directory's $I30 B+ tree, splitting full
+//     blocks, moving an overflowing root into a block and growing
+//     $INDEX_ALLOCATION and its $BITMAP as needed.
+//
+// Names that exist (case-insensitively) are refused with ErrExists and
+// never replaced; compressed or encrypted directories with
+// ErrCompressDir; an unsafe volume with ErrUnsafeVolume unless
+// opts.AllowUnsafeVolume. What needs an $ATTRIBUTE_LIST (a record that
+// overflows, an MFT or directory split over extension records) is refused
+// with ErrRecordFull, ErrMFTFull or ErrUnsupported.
 //
 // Writes are sorted by offset and never overlap; MFT records and INDX
 // blocks are written whole with new update sequence numbers, $MFTMirr
-// along with any mirrored record.
+// along with any record it mirrors.
 func (v *Volume) PlanCreate(files []NewFile, opts CreateOptions) ([]disk.Write, []Created, error) {
 	if !opts.AllowUnsafeVolume {
 		if err := v.checkSafe(); err != nil {
@@ -120,7 +131,7 @@ func (v *Volume) PlanCreate(files []NewFile, opts CreateOptions) ([]disk.Write, 
 	for _, nf := range files {
 		cr, err := c.create(nf)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("ntfs: creating %s in %s: %w", nf.Name, nf.Dir, err)
 		}
 		out = append(out, cr)
 	}

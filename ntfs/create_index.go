@@ -255,8 +255,8 @@ func (d *ixDir) insert(e ixEntry) error {
 			}
 			c := d.c.v.compareNames(e.name16, x.name16)
 			if c == 0 {
-				return formatErr(d.f.Record.DiskOffset(), "$I30 index", ErrExists, x.Name(),
-					"directory %d already holds %q; existing files are never replaced", d.f.Number(), x.Name())
+				return formatErr(d.f.Record.DiskOffset(), "$I30 index", ErrExists, x.name(),
+					"directory %d already holds %q; existing files are never replaced", d.f.Number(), x.name())
 			}
 			if c < 0 {
 				break
@@ -598,8 +598,8 @@ func runExtents(runs []Run, cs, off, n int64) ([]Extent, error) {
 	return out, nil
 }
 
-// Name is the entry's key name, for messages.
-func (e *ixEntry) Name() string {
+// name is the entry's key name, for messages.
+func (e *ixEntry) name() string {
 	fn, err := parseFileName(e.key, 0)
 	if err != nil {
 		return ""
