@@ -27,7 +27,6 @@ func leakedCells(t *testing.T, h *Hive) map[int64][]byte {
 	return out
 }
 
-
 // editLeaves edits a hive holding leaked cells and requires the edit to be
 // accepted, the result to check clean, and every leaked cell to be left
 // exactly as it was (the editor never reuses a cell it cannot prove free).
