@@ -111,8 +111,10 @@ const maxDepth = 512
 
 // Walk calls fn for every key in depth-first order, parents before children
 // and siblings in stored (sorted) order. It stops at the first error from fn
-// or from the hive; a key reached twice (a reference loop) or nesting
-// beyond 512 levels is a FormatError.
+// or from the hive. A key that is its own ancestor (a reference loop) or
+// nesting beyond 512 levels is a FormatError; two keys sharing a subkey
+// list or a subkey is not a loop, and the shared part is visited under each
+// (as libhivex, libregf and regipy read such hives).
 func (h *Hive) Walk(fn func(k *Key) error) error {
 	root, err := h.Root()
 	if err != nil {
@@ -123,24 +125,49 @@ func (h *Hive) Walk(fn func(k *Key) error) error {
 
 // Walk calls fn for k and every key below it, like Hive.Walk.
 func (k *Key) Walk(fn func(k *Key) error) error {
-	seen := newCellSet(len(k.h.hbins))
-	seen.claim(k.off)
-	return k.h.walk(k, seen, fn)
+	w := &walker{h: k.h, fn: fn, onPath: map[uint32]bool{}, budget: walkBudget(len(k.h.hbins))}
+	return w.walk(k)
 }
 
-func (h *Hive) walk(k *Key, seen *cellSet, fn func(*Key) error) error {
-	if err := fn(k); err != nil {
+// walkBudget bounds how many keys a walk visits. Shared subtrees are
+// visited once per parent, so a hostile hive whose keys share lists level
+// after level would otherwise need an exponential walk; a real hive visits
+// each key once, and a key takes at least an nk cell.
+func walkBudget(hbinsLen int) int {
+	return max(1024, 2*hbinsLen/(nkFixedSize+cellSizeFieldSize))
+}
+
+// walker carries one walk: the keys on the path from its start to the key
+// being visited (a loop is a key met again on that path) and the visits
+// left.
+type walker struct {
+	h      *Hive
+	fn     func(*Key) error
+	onPath map[uint32]bool
+	budget int
+}
+
+func (w *walker) walk(k *Key) error {
+	if w.onPath[k.off] {
+		return formatErr(abs(k.off), "nk", k.off, "key is its own ancestor (reference loop) at %q", k.path)
+	}
+	if w.budget--; w.budget < 0 {
+		return &FormatError{Offset: abs(k.off), Structure: "nk", Msg: "walk visits more keys than the hive can hold (subkey lists shared level after level)", Err: ErrLimit}
+	}
+	if err := w.fn(k); err != nil {
 		return err
 	}
-	subs, err := k.subkeys(seen)
+	subs, err := k.subkeys(&cellSet{})
 	if err != nil {
 		return err
 	}
+	w.onPath[k.off] = true
+	defer delete(w.onPath, k.off)
 	for _, s := range subs {
 		if s.depth > maxDepth {
 			return &FormatError{Offset: abs(s.off), Structure: "nk", Msg: fmt.Sprintf("key nesting deeper than %d levels", maxDepth), Err: ErrLimit}
 		}
-		if err := h.walk(s, seen, fn); err != nil {
+		if err := w.walk(s); err != nil {
 			return err
 		}
 	}

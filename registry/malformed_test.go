@@ -89,7 +89,7 @@ func TestMalformedMinimal(t *testing.T) {
 			return b
 		}, cellData(minChild) + nkNameLengthOffset},
 		{"subkey list points to itself", func(b []byte) []byte { put32(b, cellData(minSubkeys)+listElementsOffset, minSubkeys); return b }, abs(minSubkeys)},
-		{"subkey points to root (loop)", func(b []byte) []byte { setChildSubkeys(b, minSubkeys); return b }, abs(minSubkeys)},
+		{"subkey points to root (loop)", func(b []byte) []byte { setChildSubkeys(b, minSubkeys); return b }, abs(minChild)}, // the key met again on its own path
 		{"lh count huge", func(b []byte) []byte {
 			binary.LittleEndian.PutUint16(b[cellData(minSubkeys)+listCountOffset:], 0xFFFF)
 			return b
