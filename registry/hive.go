@@ -33,6 +33,14 @@ func Open(data []byte) (*Hive, error) {
 		return nil, err
 	}
 	size := base.HiveBinsDataSize
+	if !base.ChecksumValid() {
+		// A base block that fails its checksum may hold any size; the
+		// bins that are actually there decide (as yarp reads
+		// EffectiveSizeHive). The hive is dirty either way.
+		if n := binsExtent(data); n > 0 {
+			size = n
+		}
+	}
 	if size%hbinAlignment != 0 || size == 0 {
 		return nil, formatErr(regfHiveBinsDataSizeOffset, "base block", size, "hive bins data size is not a positive multiple of %d", hbinAlignment)
 	}

@@ -87,6 +87,17 @@ func yarpCases() []yarpCase {
 					t.Errorf("%d bins, %d bytes", len(h.bins), h.base.HiveBinsDataSize)
 				}
 			}},
+		{hive: "EffectiveSizeHive", outcome: "read", yarp: "base block checksum wrong: the hive bins actually present (487424 bytes) count, not the recorded size",
+			noHivex: "libhivex refuses its bad base block checksum",
+			facts: func(t *testing.T, h *Hive) {
+				if len(h.hbins) != 487424 || h.base.HiveBinsDataSize == 487424 {
+					t.Errorf("hive bins %d bytes (recorded %d), want 487424", len(h.hbins), h.base.HiveBinsDataSize)
+				}
+				if d, _ := h.Dirty(); !d {
+					t.Error("not reported dirty")
+				}
+				wantKeys(`key_with_many_subkeys\2119\find_me`)(t, h)
+			}},
 		{hive: "UnicodeHive", outcome: "read", yarp: `ПриВет\КлюЧ is found as Привет\Ключ; привет is found`,
 			facts: func(t *testing.T, h *Hive) {
 				if k, err := h.Lookup(`\ПриВет\КлюЧ`); err != nil || k.Path() != `Привет\Ключ` {
