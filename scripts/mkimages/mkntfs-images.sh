@@ -89,7 +89,7 @@ bare 65536 48 bare-64k.img 0
 # extension record through $ATTRIBUTE_LIST, as on old busy Windows volumes:
 # fill the volume with 1.5 KiB files, free every other one, then create
 # empty files until the MFT has grown into the scattered holes; free most
-# of them again and add the common tree.
+# of them again and add a few files.
 frag_mft() {
 	local img="$out/frag-mft.img"
 	truncate -s 8M "$img"
@@ -123,7 +123,12 @@ for i in range(m):
     if i % 211:
         os.remove(f"{d}/mftgrow/{i}")
 PY
-	populate "$mnt" 0
+	# A few files of each kind for the oracle walk (the full common tree
+	# would cost hundreds of ntfscat runs here).
+	echo "hello, kvmify" >"$mnt/hello.txt"
+	mkdir -p "$mnt/Windows/System32/config"
+	head -c 70000 /dev/urandom >"$mnt/Windows/System32/config/SYSTEM"
+	printf 'ünïcødé\n' >"$mnt/Ünïcødé.txt"
 	unmount_img
 }
 want frag-mft.img && frag_mft
