@@ -311,3 +311,33 @@ func yarpRead(t *testing.T, path string, c yarpCase) {
 		c.facts(t, h)
 	}
 }
+
+// TestYarpLogDiscovery: yarp's Discovery cases, the logs found beside a
+// hive. Names are matched case-insensitively (they come from NTFS), which
+// yarp's test allows for case 4 too.
+func TestYarpLogDiscovery(t *testing.T) {
+	for _, c := range []struct {
+		hive string
+		want []string
+	}{
+		{"Discovery/1/aa", []string{"aa.LOG", "aa.LOG1", "aa.LOG2"}},
+		{"Discovery/2/AA", []string{"aa.LOG1", "aa.LOG2"}},
+		{"Discovery/3/AA", []string{"aa.log", "aa.log1"}},
+		{"Discovery/4/AA", []string{"aa.LOG", "aa.log1", "aa.log2"}},
+		{"Discovery/5/aa", nil},
+	} {
+		t.Run(c.hive, func(t *testing.T) {
+			logs, err := FindLogs(testutil.CorpusFile(t, "yarp-hives/"+c.hive))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, l := range logs {
+				got = append(got, l[strings.LastIndexByte(l, '/')+1:])
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("found %q, want %q", got, c.want)
+			}
+		})
+	}
+}
