@@ -133,7 +133,7 @@ func (h *Hive) Walk(fn func(k *Key) error) error {
 
 // Walk calls fn for k and every key below it, like Hive.Walk.
 func (k *Key) Walk(fn func(k *Key) error) error {
-	w := &walker{h: k.h, fn: fn, onPath: map[uint32]bool{}, budget: walkBudget(len(k.h.hbins))}
+	w := &walker{fn: fn, budget: walkBudget(len(k.h.hbins))}
 	return w.walk(k)
 }
 
@@ -146,18 +146,21 @@ func walkBudget(hbinsLen int) int {
 }
 
 // walker carries one walk: the keys on the path from its start to the key
-// being visited (a loop is a key met again on that path) and the visits
-// left.
+// being visited (a loop is a key met again on that path; paths are at most
+// 512 keys deep, so a slice scan beats a map), the visits left, and a set
+// reused by each key's subkey list read.
 type walker struct {
-	h      *Hive
 	fn     func(*Key) error
-	onPath map[uint32]bool
+	path   []uint32
 	budget int
+	seen   cellSet
 }
 
 func (w *walker) walk(k *Key) error {
-	if w.onPath[k.off] {
-		return formatErr(abs(k.off), "nk", k.off, "key is its own ancestor (reference loop) at %q", k.path)
+	for _, off := range w.path {
+		if off == k.off {
+			return formatErr(abs(k.off), "nk", k.off, "key is its own ancestor (reference loop) at %q", k.path)
+		}
 	}
 	if w.budget--; w.budget < 0 {
 		return &FormatError{Offset: abs(k.off), Structure: "nk", Msg: "walk visits more keys than the hive can hold (subkey lists shared level after level)", Err: ErrLimit}
@@ -165,12 +168,13 @@ func (w *walker) walk(k *Key) error {
 	if err := w.fn(k); err != nil {
 		return err
 	}
-	subs, err := k.subkeys(&cellSet{})
+	clear(w.seen.m)
+	subs, err := k.subkeys(&w.seen)
 	if err != nil {
 		return err
 	}
-	w.onPath[k.off] = true
-	defer delete(w.onPath, k.off)
+	w.path = append(w.path, k.off)
+	defer func() { w.path = w.path[:len(w.path)-1] }()
 	for _, s := range subs {
 		if s.depth > maxDepth {
 			return &FormatError{Offset: abs(s.off), Structure: "nk", Msg: fmt.Sprintf("key nesting deeper than %d levels", maxDepth), Err: ErrLimit}
