@@ -121,7 +121,7 @@ func (v *Volume) loadMFT() error {
 		}
 	}
 	if list != nil {
-		if frags, err = v.loadMFTExtensions(rec, list, frags); err != nil {
+		if frags, err = v.loadMFTExtensions(list, frags); err != nil {
 			return err
 		}
 	}
@@ -140,7 +140,7 @@ func (v *Volume) loadMFT() error {
 // each widening the mapped part (Windows puts these records low in the
 // MFT, but nothing requires a record to come before the runs it holds).
 // It returns every $DATA fragment of $MFT.
-func (v *Volume) loadMFTExtensions(rec *Record, list *Attr, frags []*Attr) ([]*Attr, error) {
+func (v *Volume) loadMFTExtensions(list *Attr, frags []*Attr) ([]*Attr, error) {
 	var err error
 	if v.mft, err = v.buildStream(frags, true); err != nil {
 		return nil, err
