@@ -36,7 +36,8 @@ across LOG1 and LOG2). What was applied is printed.
 
 A hive that is not dirty is copied to OUT unchanged, with a note saying so.
 OUT must not exist unless --force is given, and must not be FILE or a log.
-The result must pass the registry checker; otherwise nothing is written.
+The result must pass the registry checker (leaked cells, which Windows
+leaves too, are allowed); otherwise nothing is written.
 
 Exit status: 0 recovered (or clean hive copied), 1 failure (dirty hive whose
 logs are missing or unusable, unreadable hive, OUT exists, result fails the
