@@ -45,18 +45,18 @@ func (p *partsFile) ReadAt(b []byte, off int64) (int, error) {
 // point at.
 func fuzzSeed(t testing.TB, file []byte) (hdr, rootA, rootB, rec []byte) {
 	hdr = file[:headerSize]
-	st, err := load(bytes.NewReader(file), int64(len(file)))
+	st, err := load(bytes.NewReader(file), int64(len(file)), loadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec = file[st.root.MapOffset : st.root.MapOffset+st.root.MapLength]
 	for _, off := range []int64{rootAOffset, rootBOffset} {
-		r := bytes.Clone(file[off : off+rootSize])
+		r := bytes.Clone(file[off : off+rootRegionSize])
 		if binary.LittleEndian.Uint64(r[rootGenerationOff:]) == st.root.Generation {
 			binary.LittleEndian.PutUint64(r[rootMapOffsetOff:], dataOffset)
-			root, _ := decodeRoot(r, off)
+			root, _ := decodeRoot(r[:rootSize], off)
 			if root != nil {
-				r = root.encode()
+				r = root.encodeCopies()
 			}
 		}
 		if off == rootAOffset {
@@ -93,11 +93,12 @@ func FuzzLoad(f *testing.F) {
 		if size < 0 || size > 64<<20 {
 			return
 		}
-		st, err := load(&partsFile{hdr: hdr, rootA: rootA, rootB: rootB, rec: rec, size: size}, size)
+		st, err := load(&partsFile{hdr: hdr, rootA: rootA, rootB: rootB, rec: rec, size: size}, size, loadOptions{})
 		if err != nil {
 			var fe *FormatError
-			if !errors.As(err, &fe) {
-				t.Fatalf("error is not a FormatError: %v", err)
+			var de *DataError
+			if !errors.As(err, &fe) && !errors.As(err, &de) {
+				t.Fatalf("error is neither a FormatError nor a DataError: %v", err)
 			}
 			return
 		}

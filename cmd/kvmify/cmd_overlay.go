@@ -86,7 +86,7 @@ func runOverlayInfo(ctx context.Context, opts overlayInfoOptions, args []string,
 	out := overlayInfoJSON{
 		Path:              path,
 		SourceSize:        in.SourceSize,
-		SourceFingerprint: in.SourceFingerprint,
+		SourceFingerprint: in.SourceSampleFingerprint,
 		BlockSize:         in.BlockSize,
 		Generation:        in.Generation,
 		MetaKeys:          append([]string{}, in.MetaKeys...),

@@ -1,0 +1,182 @@
+package overlay
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// flipper flips bits of an overlay file from outside the Overlay, through
+// the page cache the Overlay reads, the way damage at rest shows up.
+type flipper struct {
+	t testing.TB
+	f *os.File
+}
+
+func newFlipper(t testing.TB, path string) *flipper {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &flipper{t, f}
+}
+
+func (fl *flipper) flip(off int64, bit uint) {
+	b := make([]byte, 1)
+	if _, err := fl.f.ReadAt(b, off); err != nil {
+		fl.t.Fatal(err)
+	}
+	b[0] ^= 1 << bit
+	if _, err := fl.f.WriteAt(b, off); err != nil {
+		fl.t.Fatal(err)
+	}
+}
+
+// slotOf is the slot holding block v.
+func slotOf(t testing.TB, o *Overlay, v int64) int64 {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	val := o.bmap.get(v)
+	if val < valueSlotBase {
+		t.Fatalf("block %d holds no data slot", v)
+	}
+	return int64(val - valueSlotBase)
+}
+
+// checkDataError asserts that err reports a checksum mismatch of block v in
+// slot s at the granule holding file byte off.
+func checkDataError(t testing.TB, err error, v, s, off int64) {
+	t.Helper()
+	var de *DataError
+	if !errors.As(err, &de) || !errors.Is(err, ErrDataChecksum) {
+		t.Fatalf("flipped bit at file byte %d: read error %v, want a DataError", off, err)
+	}
+	if de.Block != v || de.Slot != s || de.FileOffset != off&^(sumSize-1) || de.Path == "" {
+		t.Fatalf("DataError %+v, want block %d slot %d granule at file byte %d", de, v, s, off&^(sumSize-1))
+	}
+}
+
+// TestEveryFlippedDataBitIsAnError flips, one at a time, every bit of a
+// stored block (reading back pieces of the granule around it, aligned and
+// not), and a random sample of bits of other blocks (reading the whole
+// disk): each read must fail with a DataError naming the block, and no
+// read may return the damaged bytes.
+func TestEveryFlippedDataBitIsAnError(t *testing.T) {
+	size := int64(12*testBS + 3000) // the last block is short
+	_, src, data := newSource(t, size, 20)
+	path := filepath.Join(t.TempDir(), "ov")
+	o := mustOpen(t, path, src, Options{})
+	defer o.Close()
+	model := bytes.Clone(data)
+	write := func(off int64, n int, seed uint64) {
+		p := make([]byte, n)
+		fillRandom(p, seed)
+		if _, err := o.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	write(0, testBS, 1)                                 // whole block: a new slot
+	write(3*testBS+100, 5000, 2)                        // partial: merged with the source
+	write(3*testBS+9000, 300, 3)                        // in place, unaligned
+	write(7*testBS, 2*testBS, 4)                        // two whole blocks
+	write(12*testBS+10, 2000, 5)                        // the short last block
+	if err := o.Zero(9*testBS+4096, 8192); err != nil { // in place... of a source block: merged
+		t.Fatal(err)
+	}
+	clear(model[9*testBS+4096 : 9*testBS+4096+8192])
+	if err := o.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	write(7*testBS+4096, 4096, 6) // a committed block: copy-on-write
+	checkContent(t, o, model, "before damage")
+	fl := newFlipper(t, path)
+
+	// Every bit of block 0.
+	s0 := slotOf(t, o, 0)
+	p := make([]byte, sumSize)
+	bits := 0
+	for byteOff := int64(0); byteOff < testBS; byteOff++ {
+		for bit := range uint(8) {
+			off := o.slotOffset(s0) + byteOff
+			fl.flip(off, bit)
+			// Alternate an aligned granule read and a small unaligned
+			// one that does not itself cover the flipped byte.
+			g := byteOff &^ (sumSize - 1)
+			var err error
+			if bit%2 == 0 {
+				_, err = o.ReadAt(p, g)
+			} else {
+				at := g + (byteOff-g+2048)%sumSize
+				_, err = o.ReadAt(p[:1], at)
+			}
+			checkDataError(t, err, 0, s0, off)
+			fl.flip(off, bit)
+			bits++
+		}
+	}
+
+	// A sample of bits across the other stored blocks, read whole.
+	blocks := []int64{3, 7, 8, 9, 12}
+	r := rand.New(rand.NewPCG(3, 4))
+	whole := make([]byte, size)
+	deadline := time.Now().Add(2 * time.Second)
+	sampled := 0
+	for i := 0; i < 3000 && time.Now().Before(deadline); i++ {
+		v := blocks[r.IntN(len(blocks))]
+		s := slotOf(t, o, v)
+		byteOff := r.Int64N(int64(o.blockLen(v)))
+		off := o.slotOffset(s) + byteOff
+		bit := uint(r.IntN(8))
+		fl.flip(off, bit)
+		n, err := o.ReadAt(whole, 0)
+		checkDataError(t, err, v, s, off)
+		if int64(n) > v*testBS {
+			t.Fatalf("read returned %d bytes, past the damaged block %d", n, v)
+		}
+		fl.flip(off, bit)
+		sampled++
+	}
+	checkContent(t, o, model, "after every flip was undone")
+	t.Logf("%d bits of block 0 and %d sampled bits of blocks %v all reported", bits, sampled, blocks)
+}
+
+// A partial write into a damaged granule must not give the damage a valid
+// checksum: it fails, and so do later reads.
+func TestPartialWriteKeepsDamageVisible(t *testing.T) {
+	_, src, _ := newSource(t, 4*testBS, 21)
+	path := filepath.Join(t.TempDir(), "ov")
+	o := mustOpen(t, path, src, Options{})
+	defer o.Close()
+	if _, err := o.WriteAt(make([]byte, testBS), testBS); err != nil {
+		t.Fatal(err)
+	}
+	s := slotOf(t, o, 1)
+	fl := newFlipper(t, path)
+	off := o.slotOffset(s) + 100
+	fl.flip(off, 3)
+	if _, err := o.WriteAt([]byte("abc"), testBS+200); err == nil { // same granule, unflushed: in place
+		t.Fatal("a write merging a damaged granule succeeded")
+	}
+	if err := o.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.WriteAt([]byte("abc"), testBS+200); err == nil { // committed: copy-on-write
+		t.Fatal("a copy-on-write of a damaged block succeeded")
+	}
+	_, err := o.ReadAt(make([]byte, 10), testBS+90)
+	checkDataError(t, err, 1, s, off)
+	// A write of the whole block replaces the damage.
+	if _, err := o.WriteAt(bytes.Repeat([]byte{9}, testBS), testBS); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, testBS)
+	if _, err := o.ReadAt(got, testBS); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{9}, testBS)) {
+		t.Fatalf("block rewritten whole: %v", err)
+	}
+}
