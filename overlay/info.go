@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"slices"
+
+	"github.com/kvmify/kvmify/disk"
 )
 
 // Info describes an overlay file's last committed state, read without its
@@ -84,4 +86,50 @@ func (st *loaded) info() *Info {
 	}
 	slices.Sort(in.MetaKeys)
 	return in
+}
+
+// SourceCheck is the result of CheckSource: which of the overlay's records
+// of its source a source matches.
+type SourceCheck struct {
+	SizeMatches   bool `json:"size_matches"`
+	SampleMatches bool `json:"sample_fingerprint_matches"`
+	// FullChecked is set when the overlay records a full sha256, which was
+	// then computed over the whole source.
+	FullChecked  bool   `json:"full_sha256_checked"`
+	FullMatches  bool   `json:"full_sha256_matches"`
+	SourceSHA256 string `json:"source_sha256,omitempty"` // computed, when FullChecked
+}
+
+// Matches reports whether src matched everything the overlay records.
+func (c *SourceCheck) Matches() bool {
+	return c.SizeMatches && c.SampleMatches && (!c.FullChecked || c.FullMatches)
+}
+
+// CheckSource compares src with what the overlay file at path records of
+// its source: size, sample fingerprint and, if recorded (Options.FullHash),
+// the sha256 of every byte, which it then reads. It writes nothing.
+func CheckSource(path string, src disk.Reader) (*SourceCheck, error) {
+	in, err := ReadInfo(path)
+	if err != nil {
+		return nil, err
+	}
+	c := &SourceCheck{SizeMatches: src.Size() == in.SourceSize}
+	if !c.SizeMatches {
+		return c, nil
+	}
+	fp, err := fingerprint(src, src.Size())
+	if err != nil {
+		return nil, fmt.Errorf("overlay: %w", err)
+	}
+	c.SampleMatches = hex.EncodeToString(fp[:]) == in.SourceSampleFingerprint
+	if in.SourceSHA256 != "" {
+		sum, err := SourceSHA256(src)
+		if err != nil {
+			return nil, fmt.Errorf("overlay: %w", err)
+		}
+		c.FullChecked = true
+		c.SourceSHA256 = hex.EncodeToString(sum[:])
+		c.FullMatches = c.SourceSHA256 == in.SourceSHA256
+	}
+	return c, nil
 }

@@ -81,7 +81,7 @@ func TestOverlayInfoJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
 		t.Fatalf("output is not JSON: %v\n%s", err, out.String())
 	}
-	if got.SourceSize != 16*ovBlock || got.BlockSize != ovBlock || len(got.SourceFingerprint) != 64 {
+	if got.SourceSize != 16*ovBlock || got.BlockSize != ovBlock || len(got.SourceSampleFingerprint) != 64 || got.SampledBytes != 16*ovBlock {
 		t.Errorf("header fields wrong: %+v", got)
 	}
 	if !reflect.DeepEqual(got.MetaKeys, []string{"bootfix"}) {
