@@ -216,7 +216,7 @@ func load(r io.ReaderAt, fileSize int64, opts loadOptions) (*loaded, error) {
 		if cur.blank && older.blank {
 			return nil, formatErr(rootAOffset, "commit root", "neither root was ever written", nil, ErrCorrupt)
 		}
-		return nil, fmt.Errorf("no intact commit root: %w", errors.Join(cur.damage, older.damage))
+		return nil, fmt.Errorf("no intact commit root: %w", oneLine(errors.Join(cur.damage, older.damage)))
 	}
 	g := cur.root.Generation
 	var warnings []string
@@ -225,31 +225,32 @@ func load(r io.ReaderAt, fileSize int64, opts loadOptions) (*loaded, error) {
 		if l.root != nil && l.damage != nil {
 			// One copy survives. Its twin was damaged at rest or torn by a
 			// crash while a commit that was never acknowledged wrote it.
-			warnings = append(warnings, fmt.Sprintf("commit root at byte 0x%x: one copy is damaged, the other is intact: %v", l.off, l.damage))
+			warnings = append(warnings, fmt.Sprintf("commit root at byte 0x%x: one copy is damaged, the other is intact: %v", l.off, oneLine(l.damage)))
 			suspicious = true
 		}
 	}
 	// The other location holds the previous commit once a second commit
 	// was made; blank there is right only for a new overlay.
-	if older.root == nil && !(older.blank && g == 1) {
-		reason := fmt.Errorf("commit root at byte 0x%x is damaged (both copies): %w", older.off, orBlank(older))
-		lost := g + 1
-		if older.genHint != 0 {
-			reason = fmt.Errorf("%w; it held generation %d or %d, and its damaged generation field reads %d (unverified)", reason, g-1, g+1, older.genHint)
-		} else {
-			reason = fmt.Errorf("%w; it held the newest commit, generation %d, or the previous one, %d", reason, g+1, g-1)
-		}
-		if opts.accept != g {
-			return nil, &CommitError{Lost: lost, Fallback: g, Reason: reason}
-		}
-	}
-	targets := []*rootLoc{cur}
+	target := cur
 	if opts.accept != 0 && opts.accept != g {
 		if older.root == nil || older.root.Generation != opts.accept {
 			return nil, fmt.Errorf("generation %d cannot be accepted: no intact commit root holds it (the intact roots hold %s)", opts.accept, rootGens(cur, older))
 		}
-		targets = []*rootLoc{older}
+		target = older
 	}
+	if older.root == nil && !(older.blank && g == 1) && opts.accept == 0 {
+		reason := fmt.Errorf("commit root at byte 0x%x is damaged (both copies: %w)", older.off, oneLine(orBlank(older)))
+		held := fmt.Sprintf("the newest commit, generation %d, or the previous one, %d", g+1, g-1)
+		if g == 1 {
+			held = fmt.Sprintf("the newest commit, generation %d", g+1)
+		}
+		reason = fmt.Errorf("%w; it held %s", reason, held)
+		if older.genHint != 0 {
+			reason = fmt.Errorf("%w (its damaged generation field reads %d, unverified)", reason, older.genHint)
+		}
+		return nil, &CommitError{Lost: g + 1, Fallback: g, Reason: reason}
+	}
+	targets := []*rootLoc{target}
 	st, err := loadRoot(r, fileSize, hdr, targets[0].root, targets[0].off)
 	if err != nil {
 		if opts.accept == 0 && older.root != nil {
@@ -270,6 +271,28 @@ func load(r io.ReaderAt, fileSize int64, opts loadOptions) (*loaded, error) {
 	}
 	return st, nil
 }
+
+// oneLine joins the errors errors.Join put on separate lines with "; ".
+func oneLine(err error) error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := j.Unwrap()
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = oneLine(e).Error()
+		}
+		return &joined{msg: strings.Join(msgs, "; "), errs: errs}
+	}
+	return err
+}
+
+// joined is errors.Join's result printed on one line.
+type joined struct {
+	msg  string
+	errs []error
+}
+
+func (j *joined) Error() string   { return j.msg }
+func (j *joined) Unwrap() []error { return j.errs }
 
 func orBlank(l *rootLoc) error {
 	if l.blank {
