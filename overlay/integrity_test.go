@@ -6,8 +6,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvmify/kvmify/disk"
 )
 
 // flipper flips bits of an overlay file from outside the Overlay, through
@@ -178,5 +181,108 @@ func TestPartialWriteKeepsDamageVisible(t *testing.T) {
 	got := make([]byte, testBS)
 	if _, err := o.ReadAt(got, testBS); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{9}, testBS)) {
 		t.Fatalf("block rewritten whole: %v", err)
+	}
+}
+
+// Discard drops what was written since the last Flush and commits nothing.
+func TestDiscardDropsUncommitted(t *testing.T) {
+	_, src, data := newSource(t, 4*testBS, 22)
+	path := filepath.Join(t.TempDir(), "ov")
+	o := mustOpen(t, path, src, Options{})
+	model := bytes.Clone(data)
+	if _, err := o.WriteAt(bytes.Repeat([]byte{1}, 100), 10); err != nil {
+		t.Fatal(err)
+	}
+	copy(model[10:], bytes.Repeat([]byte{1}, 100))
+	if err := o.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	gen := o.gen
+	if _, err := o.WriteAt(bytes.Repeat([]byte{2}, 3*testBS), 50); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Zero(3*testBS, testBS); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Discard(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Discard(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("second Discard: %v, want ErrClosed", err)
+	}
+	in, err := ReadInfo(path)
+	if err != nil || in.Generation != gen {
+		t.Fatalf("after Discard: %v, generation %v, want %d", err, in, gen)
+	}
+	o = mustOpen(t, path, src, Options{})
+	defer o.Close()
+	checkContent(t, o, model, "after Discard")
+}
+
+// A version 1 overlay (before checksums) is refused by its version.
+func TestVersion1Refused(t *testing.T) {
+	_, src, _ := newSource(t, 2*testBS, 23)
+	path := filepath.Join(t.TempDir(), "ov")
+	o := mustOpen(t, path, src, Options{})
+	o.Close()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A version 1 header: the same first fields, version 1.
+	if _, err := f.WriteAt([]byte{1, 0, 0, 0}, hdrVersionOff); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for _, err := range []error{
+		func() error { _, err := Open(path, src, Options{}); return err }(),
+		func() error { _, err := ReadInfo(path); return err }(),
+	} {
+		if !errors.Is(err, ErrUnsupportedVersion) || !strings.Contains(err.Error(), "version 1") {
+			t.Fatalf("version 1 overlay: %v, want ErrUnsupportedVersion naming version 1", err)
+		}
+	}
+}
+
+// Options.FullHash records the whole source's sha256 and checks it on
+// Open: a change outside the sampled regions is caught only this way.
+func TestFullHash(t *testing.T) {
+	size := int64(64 * testBS) // 4 MiB: byte 2 MiB+100 is in no sample
+	_, src, data := newSource(t, size, 24)
+	dir := t.TempDir()
+	full := filepath.Join(dir, "full")
+	o := mustOpen(t, full, src, Options{FullHash: true})
+	o.Close()
+	plain := filepath.Join(dir, "plain")
+	o = mustOpen(t, plain, src, Options{})
+	o.Close()
+	in, err := ReadInfo(full)
+	if err != nil || len(in.SourceSHA256) != 64 || in.SampledBytes >= size {
+		t.Fatalf("ReadInfo: %v %+v", err, in)
+	}
+	o = mustOpen(t, full, src, Options{FullHash: true})
+	o.Close()
+	if _, err := Open(plain, src, Options{FullHash: true}); err == nil || !strings.Contains(err.Error(), "no full sha256") {
+		t.Fatalf("FullHash on an overlay created without it: %v", err)
+	}
+	changed := bytes.Clone(data)
+	changed[2<<20+100] ^= 1
+	other := filepath.Join(dir, "changed.img")
+	if err := os.WriteFile(other, changed, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	osrc, err := disk.OpenSource(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer osrc.Close()
+	o = mustOpen(t, full, osrc, Options{}) // the samples cannot tell
+	o.Close()
+	if _, err := Open(full, osrc, Options{FullHash: true}); !errors.Is(err, ErrSourceMismatch) {
+		t.Fatalf("FullHash with a source changed outside the samples: %v, want ErrSourceMismatch", err)
+	}
+	c, err := CheckSource(full, osrc)
+	if err != nil || c.Matches() || !c.SampleMatches || !c.FullChecked || c.FullMatches {
+		t.Fatalf("CheckSource of the changed image: %+v %v", c, err)
 	}
 }
