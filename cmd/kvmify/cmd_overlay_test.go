@@ -332,3 +332,67 @@ func TestOverlayInfoVerifySource(t *testing.T) {
 		t.Fatal("source image changed")
 	}
 }
+
+// TestServeDamagedBlockIsEIO: a bit flipped in a stored overlay block is an
+// I/O error for the NBD client (qemu-io), never data, while the blocks
+// around it still read.
+func TestServeDamagedBlockIsEIO(t *testing.T) {
+	qemuIO := testutil.RequireTool(t, "qemu-io")
+	nbdinfo := testutil.RequireTool(t, "nbdinfo")
+	bin := testutil.BuildKvmify(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(src, bytes.Repeat([]byte{0x5a}, 16*ovBlock), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	sum := testutil.FileSHA256(t, src)
+	ov := filepath.Join(dir, "disk.ov")
+	sock := filepath.Join(dir, "s.sock")
+	uri := "nbd+unix:///?socket=" + sock
+	qio := func(cmds ...string) (string, error) {
+		args := []string{"-f", "raw", uri}
+		for _, c := range cmds {
+			args = append(args, "-c", c)
+		}
+		out, err := exec.Command(qemuIO, args...).CombinedOutput()
+		return string(out), err
+	}
+	stop := func(server *exec.Cmd) {
+		server.Process.Signal(syscall.SIGTERM)
+		if err := server.Wait(); err != nil {
+			t.Fatalf("kvmify serve did not stop cleanly: %v", err)
+		}
+	}
+	server := startServeOverlay(t, bin, nbdinfo, src, ov, sock)
+	if out, err := qio(fmt.Sprintf("write -P 7 %d %d", 3*ovBlock, ovBlock), "flush"); err != nil {
+		t.Fatalf("qemu-io write: %v\n%s", err, out)
+	}
+	stop(server)
+	// The first data slot (file byte 0x10000) holds block 3.
+	f, err := os.OpenFile(ov, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte{0}
+	f.ReadAt(b, 0x10000+5000)
+	if b[0] != 7 {
+		t.Fatalf("slot 0 does not hold block 3's data (byte %#x)", b[0])
+	}
+	f.WriteAt([]byte{7 ^ 0x10}, 0x10000+5000)
+	f.Close()
+	server = startServeOverlay(t, bin, nbdinfo, src, ov, sock)
+	defer stop(server)
+	out, err := qio(fmt.Sprintf("read -P 7 %d 4096", 3*ovBlock+4096))
+	if !strings.Contains(out, "read failed: Input/output error") {
+		t.Fatalf("reading the damaged granule: %v\n%s; want an I/O error", err, out)
+	}
+	if strings.Contains(out, "Pattern verification failed") {
+		t.Fatalf("damaged data was served:\n%s", out)
+	}
+	if out, err := qio(fmt.Sprintf("read -P 7 %d 4096", 3*ovBlock), fmt.Sprintf("read -P 0x5a %d 4096", 4*ovBlock)); err != nil || strings.Contains(out, "error") || strings.Contains(out, "failed") {
+		t.Fatalf("reading intact granules around the damage: %v\n%s", err, out)
+	}
+	if testutil.FileSHA256(t, src) != sum {
+		t.Fatal("source image changed")
+	}
+}
