@@ -286,3 +286,34 @@ func TestFullHash(t *testing.T) {
 		t.Fatalf("CheckSource of the changed image: %+v %v", c, err)
 	}
 }
+
+// A commit torn by a crash while it wrote its root leaves one copy of the
+// older location garbage and the other the older generation: Open serves
+// the newest intact commit after verifying every block of it, and refuses
+// if a block fails.
+func TestTornRootWriteVerifiesBlocks(t *testing.T) {
+	path, o, model := multiCommitOverlay(t, 12*testBS, 25)
+	src := o.base
+	gen := o.gen
+	s0 := slotOf(t, o, 0)
+	soff := o.slotOffset(s0)
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fl := newFlipper(t, path)
+	// The commit after gen would write gen+1 at rootOffset(gen+1): its
+	// first copy torn.
+	junk := bytes.Repeat([]byte{0x33}, rootSize)
+	if _, err := fl.f.WriteAt(junk, rootOffset(gen+1)); err != nil {
+		t.Fatal(err)
+	}
+	o = mustOpen(t, path, src, Options{})
+	checkContent(t, o, model, "after a torn root write")
+	o.Discard()
+	fl.flip(soff+77, 0)
+	_, err := Open(path, src, Options{})
+	var de *DataError
+	if !errors.As(err, &de) || de.Block != 0 {
+		t.Fatalf("torn root and a damaged block of the newest commit: %v; want a DataError for block 0", err)
+	}
+}
