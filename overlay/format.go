@@ -34,8 +34,6 @@ const (
 	// a slot have their own CRC-32C, so a 4 KiB read verifies 4 KiB, not
 	// the whole block, and an aligned in-place write needs no read.
 	sumSize = 4 << 10
-	// maxSums is the most checksums a block has (maxBlockSize/sumSize).
-	maxSums = maxBlockSize / sumSize
 
 	defaultBlockSize = 64 << 10
 	minBlockSize     = 4 << 10

@@ -411,12 +411,13 @@ func (o *Overlay) readBlock(p []byte, v int64, a int) error {
 	st := o.stripe(v)
 	st.RLock()
 	defer st.RUnlock()
-	var want [maxSums]uint32
+	var small sumsBuf
 	lo, hi := a/sumSize, (a+len(p)+sumSize-1)/sumSize
+	want := small.get(hi - lo)
 	o.mu.RLock()
 	val := o.bmap.get(v)
 	if val >= valueSlotBase {
-		o.copySums(want[lo:hi], int64(val-valueSlotBase), lo)
+		o.copySums(want, int64(val-valueSlotBase), lo)
 	}
 	o.mu.RUnlock()
 	switch {
@@ -426,7 +427,7 @@ func (o *Overlay) readBlock(p []byte, v int64, a int) error {
 		clear(p)
 		return nil
 	default:
-		return o.readSlot(p, v, int64(val-valueSlotBase), a, want[lo:hi])
+		return o.readSlot(p, v, int64(val-valueSlotBase), a, want)
 	}
 }
 
@@ -569,12 +570,13 @@ func (o *Overlay) writeBlock(v int64, a, n int, data []byte) error {
 	// verify what an unaligned in-place write keeps of them.
 	lo := a &^ (sumSize - 1)
 	hi := (a + n + sumSize - 1) &^ (sumSize - 1)
-	var sums [maxSums]uint32
+	var small sumsBuf
+	old := small.get((hi - lo) / sumSize)
 	o.mu.RLock()
 	closed, val := o.closed, o.bmap.get(v)
 	inPlace := val >= valueSlotBase && !o.slots.isPinned(int64(val-valueSlotBase))
 	if inPlace {
-		o.copySums(sums[lo/sumSize:hi/sumSize], int64(val-valueSlotBase), lo/sumSize)
+		o.copySums(old, int64(val-valueSlotBase), lo/sumSize)
 	}
 	o.mu.RUnlock()
 	if closed {
@@ -584,7 +586,7 @@ func (o *Overlay) writeBlock(v int64, a, n int, data []byte) error {
 		return nil
 	}
 	if inPlace {
-		return o.writeInPlace(v, int64(val-valueSlotBase), a, n, data, sums[lo/sumSize:hi/sumSize])
+		return o.writeInPlace(v, int64(val-valueSlotBase), a, n, data, old)
 	}
 
 	var block []byte
@@ -604,7 +606,9 @@ func (o *Overlay) writeBlock(v int64, a, n int, data []byte) error {
 		}
 	}
 
-	sumGranules(sums[:o.spb], block)
+	var small2 sumsBuf
+	sums := small2.get(o.spb)
+	sumGranules(sums, block)
 	o.mu.Lock()
 	s := o.slots.alloc()
 	o.mu.Unlock()
@@ -615,7 +619,7 @@ func (o *Overlay) writeBlock(v int64, a, n int, data []byte) error {
 		return fmt.Errorf("overlay %s: writing slot %d: %w", o.path, s, err)
 	}
 	o.mu.Lock()
-	o.setSums(s, 0, sums[:o.spb])
+	o.setSums(s, 0, sums)
 	o.bmap.set(v, uint32(s)+valueSlotBase)
 	if val >= valueSlotBase {
 		o.slots.release(int64(val - valueSlotBase))
@@ -638,11 +642,12 @@ func (o *Overlay) oldContent(block []byte, v int64, val uint32) error {
 		return nil
 	default:
 		s := int64(val - valueSlotBase)
-		var want [maxSums]uint32
+		var small sumsBuf
+		want := small.get(o.spb)
 		o.mu.RLock()
-		o.copySums(want[:o.spb], s, 0)
+		o.copySums(want, s, 0)
 		o.mu.RUnlock()
-		return o.readSlot(block, v, s, 0, want[:o.spb])
+		return o.readSlot(block, v, s, 0, want)
 	}
 }
 

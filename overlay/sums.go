@@ -11,6 +11,17 @@ import (
 // block is written, from the bytes in hand, and checked on every read of
 // overlay data; see the package documentation.
 
+// sumsBuf holds the checksums of one default-size block on the stack;
+// get allocates only for the larger block sizes a header may name.
+type sumsBuf [defaultBlockSize / sumSize]uint32
+
+func (b *sumsBuf) get(n int) []uint32 {
+	if n <= len(b) {
+		return b[:n]
+	}
+	return make([]uint32, n)
+}
+
 // sumGranules stores the CRC-32C of each sumSize granule of b in sums.
 func sumGranules(sums []uint32, b []byte) {
 	for i := range sums {
@@ -84,14 +95,14 @@ func (o *Overlay) writeInPlace(v, s int64, a, n int, data []byte, old []uint32) 
 			copy(buf[a-lo:], data)
 		}
 	}
-	var sums [maxSums]uint32
-	k := (hi - lo) / sumSize
-	sumGranules(sums[:k], buf)
+	var small sumsBuf
+	sums := small.get((hi - lo) / sumSize)
+	sumGranules(sums, buf)
 	if _, err := o.f.WriteAt(buf, o.slotOffset(s)+int64(lo)); err != nil {
 		return fmt.Errorf("overlay %s: writing slot %d: %w", o.path, s, err)
 	}
 	o.mu.Lock()
-	o.setSums(s, lo/sumSize, sums[:k])
+	o.setSums(s, lo/sumSize, sums)
 	o.mu.Unlock()
 	o.dirty.Store(true)
 	return nil
