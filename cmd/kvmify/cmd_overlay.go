@@ -237,8 +237,8 @@ only then commits that state anew, so that the damaged commit is gone. It
 refuses, changing nothing, if generation N's record or any of its blocks is
 not intact. No source image is needed; the overlay must not be in use.
 
-Exit status: 0 the overlay now holds generation N's state, 1 refused or
-failed (nothing changed), 2 usage error.`,
+Exit status: 0 the overlay now holds generation N's state, 1 refused
+(nothing changed) or failed, 2 usage error.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runOverlayRollback(cmd.Context(), opts, args, cmd.OutOrStdout())
