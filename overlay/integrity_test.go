@@ -73,7 +73,8 @@ func TestEveryFlippedDataBitIsAnError(t *testing.T) {
 	size := int64(12*testBS + 3000) // the last block is short
 	_, src, data := newSource(t, size, 20)
 	path := filepath.Join(t.TempDir(), "ov")
-	o := mustOpen(t, path, src, Options{})
+	var reported []*DataError
+	o := mustOpen(t, path, src, Options{OnDataError: func(de *DataError) { reported = append(reported, de) }})
 	defer o.Close()
 	model := bytes.Clone(data)
 	write := func(off int64, n int, seed uint64) {
@@ -146,6 +147,17 @@ func TestEveryFlippedDataBitIsAnError(t *testing.T) {
 		sampled++
 	}
 	checkContent(t, o, model, "after every flip was undone")
+	// OnDataError heard of each damaged block once, however often read.
+	seen := map[int64]bool{}
+	for _, de := range reported {
+		if seen[de.Block] {
+			t.Errorf("OnDataError reported block %d twice", de.Block)
+		}
+		seen[de.Block] = true
+	}
+	if !seen[0] || len(seen) < 2 {
+		t.Errorf("OnDataError reported blocks %v; want block 0 and the sampled ones", seen)
+	}
 	t.Logf("%d bits of block 0 and %d sampled bits of blocks %v all reported", bits, sampled, blocks)
 }
 

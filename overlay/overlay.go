@@ -33,6 +33,11 @@ type Options struct {
 	// opening an existing one check the source against it; an overlay
 	// created without it is refused, as it cannot be checked.
 	FullHash bool
+	// OnDataError, if set, is called with each stored block found failing
+	// its checksum (once per block and slot), besides the read that found
+	// it failing with that error: an NBD client sees only EIO, so a server
+	// passes it to its log. It must not call back into the Overlay.
+	OnDataError func(*DataError)
 }
 
 // Extent is a byte range of the disk that differs from the source: it holds
@@ -67,6 +72,9 @@ type Overlay struct {
 	flushMu sync.Mutex   // one commit at a time
 	stripes [lockStripes]sync.RWMutex
 	bufs    sync.Pool
+
+	onDataError func(*DataError)
+	reported    sync.Map // [2]int64{block, slot} already passed to onDataError
 }
 
 // lockStripes is the number of per-block locks blocks are hashed onto.
@@ -98,7 +106,11 @@ func Open(path string, base disk.Reader, opts Options) (*Overlay, error) {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
 	if opts.Ephemeral {
-		return openEphemeral(base, size, fp)
+		o, err := openEphemeral(base, size, fp)
+		if o != nil {
+			o.onDataError = opts.OnDataError
+		}
+		return o, err
 	}
 	var full *[32]byte
 	if opts.FullHash {
@@ -148,6 +160,7 @@ func openExisting(f *os.File, path string, base disk.Reader, size int64, fp [32]
 		}
 	}
 	o := newOverlay(f, path, base, size, int(st.hdr.BlockSize))
+	o.onDataError = opts.OnDataError
 	if err := o.adopt(st, fileSize); err != nil {
 		return nil, err
 	}

@@ -59,8 +59,14 @@ func (o *Overlay) verify(b []byte, want []uint32, v, s int64, lo int) error {
 	for i, w := range want {
 		if got := crc32.Checksum(b[i*sumSize:(i+1)*sumSize], crcTable); got != w {
 			at := lo + i*sumSize
-			return &DataError{Path: o.path, Block: v, DiskOffset: v*int64(o.bs) + int64(at),
+			de := &DataError{Path: o.path, Block: v, DiskOffset: v*int64(o.bs) + int64(at),
 				Slot: s, FileOffset: o.slotOffset(s) + int64(at), Want: w, Got: got}
+			if o.onDataError != nil {
+				if _, seen := o.reported.LoadOrStore([2]int64{v, s}, true); !seen {
+					o.onDataError(de)
+				}
+			}
+			return de
 		}
 	}
 	return nil
