@@ -89,6 +89,10 @@ const (
 	hdrSourceSHA256Off = 72
 	hdrCRCOff          = 104
 	headerSize         = 108
+
+	// Version 1's header ended after DataOffset with its CRC.
+	v1HeaderCRCOff = 64
+	v1HeaderSize   = 68
 )
 
 func (h *rawHeader) encode() []byte {
@@ -114,13 +118,13 @@ func decodeHeader(b []byte) (*rawHeader, error) {
 	if len(b) >= len(headerMagic) && string(h.Magic[:]) != headerMagic {
 		return nil, formatErr(headerOffset+hdrMagicOff, "header", "bad magic", fmt.Sprintf("%q", h.Magic[:]), ErrNotOverlay)
 	}
-	if len(b) > hdrVersionOff+4 {
-		// An older version's header is shorter and its CRC elsewhere: name
-		// the version rather than a checksum failure.
-		if v := binary.LittleEndian.Uint32(b[hdrVersionOff:]); v < formatVersion {
-			return nil, formatErr(headerOffset+hdrVersionOff, "header",
-				fmt.Sprintf("overlay format version %d (kvmify before per-block checksums) is not read by this kvmify, which reads version %d; export it with the kvmify that made it", v, formatVersion), v, ErrUnsupportedVersion)
-		}
+	// A version 1 header is shorter, with its CRC at v1HeaderCRCOff: when
+	// that CRC holds, name the version rather than report a checksum
+	// failure (a damaged version field fails both CRCs).
+	if len(b) >= v1HeaderSize && binary.LittleEndian.Uint32(b[hdrVersionOff:]) == 1 &&
+		crc32.Checksum(b[:v1HeaderCRCOff], crcTable) == binary.LittleEndian.Uint32(b[v1HeaderCRCOff:]) {
+		return nil, formatErr(headerOffset+hdrVersionOff, "header",
+			fmt.Sprintf("overlay format version 1 (kvmify before per-block checksums) is not read by this kvmify, which reads version %d; export it with the kvmify that made it", formatVersion), 1, ErrUnsupportedVersion)
 	}
 	if len(b) < headerSize {
 		return nil, formatErr(headerOffset, "header", "file too short for the header", len(b), ErrNotOverlay)

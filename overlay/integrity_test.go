@@ -2,7 +2,9 @@ package overlay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -231,7 +233,8 @@ func TestDiscardDropsUncommitted(t *testing.T) {
 	checkContent(t, o, model, "after Discard")
 }
 
-// A version 1 overlay (before checksums) is refused by its version.
+// A version 1 overlay (before checksums) is refused by its version, while
+// a version field damaged to 1 is a checksum failure.
 func TestVersion1Refused(t *testing.T) {
 	_, src, _ := newSource(t, 2*testBS, 23)
 	path := filepath.Join(t.TempDir(), "ov")
@@ -241,8 +244,15 @@ func TestVersion1Refused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A version 1 header: the same first fields, version 1.
-	if _, err := f.WriteAt([]byte{1, 0, 0, 0}, hdrVersionOff); err != nil {
+	// A version 1 header: the same fields up to DataOffset, version 1,
+	// then its CRC.
+	h := make([]byte, v1HeaderSize)
+	if _, err := f.ReadAt(h, 0); err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint32(h[hdrVersionOff:], 1)
+	binary.LittleEndian.PutUint32(h[v1HeaderCRCOff:], crc32.Checksum(h[:v1HeaderCRCOff], crcTable))
+	if _, err := f.WriteAt(h, 0); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -253,6 +263,18 @@ func TestVersion1Refused(t *testing.T) {
 		if !errors.Is(err, ErrUnsupportedVersion) || !strings.Contains(err.Error(), "version 1") {
 			t.Fatalf("version 1 overlay: %v, want ErrUnsupportedVersion naming version 1", err)
 		}
+	}
+	o = mustOpen(t, filepath.Join(t.TempDir(), "ov2"), src, Options{})
+	p2 := o.Path()
+	o.Close()
+	f, err = os.OpenFile(p2, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{1}, hdrVersionOff)
+	f.Close()
+	if _, err := ReadInfo(p2); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("version field damaged to 1: %v, want ErrChecksum", err)
 	}
 }
 
