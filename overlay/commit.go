@@ -229,8 +229,6 @@ func load(r io.ReaderAt, fileSize int64, opts loadOptions) (*loaded, error) {
 			suspicious = true
 		}
 	}
-	// The other location holds the previous commit once a second commit
-	// was made; blank there is right only for a new overlay.
 	target := cur
 	if opts.accept != 0 && opts.accept != g {
 		if older.root == nil || older.root.Generation != opts.accept {
@@ -238,6 +236,8 @@ func load(r io.ReaderAt, fileSize int64, opts loadOptions) (*loaded, error) {
 		}
 		target = older
 	}
+	// The other location holds the previous commit once a second commit
+	// was made; blank there is right only for a new overlay.
 	if older.root == nil && !(older.blank && g == 1) && opts.accept == 0 {
 		reason := fmt.Errorf("commit root at byte 0x%x is damaged (both copies: %w)", older.off, oneLine(orBlank(older)))
 		held := fmt.Sprintf("the newest commit, generation %d, or the previous one, %d", g+1, g-1)
@@ -250,8 +250,7 @@ func load(r io.ReaderAt, fileSize int64, opts loadOptions) (*loaded, error) {
 		}
 		return nil, &CommitError{Lost: g + 1, Fallback: g, Reason: reason}
 	}
-	targets := []*rootLoc{target}
-	st, err := loadRoot(r, fileSize, hdr, targets[0].root, targets[0].off)
+	st, err := loadRoot(r, fileSize, hdr, target.root, target.off)
 	if err != nil {
 		if opts.accept == 0 && older.root != nil {
 			return nil, &CommitError{Lost: g, Fallback: older.root.Generation,
