@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // Reader is a fixed-size, randomly readable disk.
@@ -120,6 +121,16 @@ func (s *Source) IsBlockDevice() bool { return s.dev }
 
 // Close releases the source.
 func (s *Source) Close() error { return s.f.Close() }
+
+// InputFiles names the one file the source reads, as an absolute path, so
+// a caller can refuse an output path that is an input.
+func (s *Source) InputFiles() []string {
+	p, err := filepath.Abs(s.f.Name())
+	if err != nil {
+		p = s.f.Name()
+	}
+	return []string{p}
+}
 
 // ExtentFlags describe how a run of a disk is stored; the bits equal the
 // NBD base:allocation flags so a server can pass them through unchanged.

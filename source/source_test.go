@@ -1,0 +1,137 @@
+package source_test
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kvmify/kvmify/internal/testutil"
+	"github.com/kvmify/kvmify/source"
+)
+
+func writeRandom(t *testing.T, path string, size int) []byte {
+	t.Helper()
+	b := make([]byte, size)
+	rand.Read(b)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func readAll(t *testing.T, im source.Image) []byte {
+	t.Helper()
+	b, err := io.ReadAll(io.NewSectionReader(im, 0, im.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestContainersAreRecognisedByContent makes each container with qemu-img
+// under a name that says nothing ("disk.img") and checks that Open names
+// its format and does not serve the container's bytes as a disk.
+func TestContainersAreRecognisedByContent(t *testing.T) {
+	qemuImg := testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "base.raw")
+	writeRandom(t, raw, 2<<20)
+	for _, tc := range []struct {
+		kind string
+		args []string
+		open string // which file to open, if not the output
+	}{
+		{"qcow2", []string{"-O", "qcow2"}, ""},
+		{"qcow2", []string{"-O", "qcow2", "-c"}, ""},
+		{"vhd", []string{"-O", "vpc"}, ""},
+		{"vhd", []string{"-O", "vpc", "-o", "subformat=fixed"}, ""},
+		{"vhdx", []string{"-O", "vhdx"}, ""},
+		{"vmdk", []string{"-O", "vmdk"}, ""},
+		{"vmdk", []string{"-O", "vmdk", "-o", "subformat=streamOptimized"}, ""},
+		{"vmdk", []string{"-O", "vmdk", "-o", "subformat=monolithicFlat"}, ""},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			sub := t.TempDir()
+			out := filepath.Join(sub, "disk.img")
+			args := append(append([]string{"convert", "-f", "raw"}, tc.args...), raw, out)
+			if b, err := exec.Command(qemuImg, args...).CombinedOutput(); err != nil {
+				t.Fatalf("qemu-img %v: %v\n%s", args, err, b)
+			}
+			im, err := source.Open(out)
+			if err == nil {
+				defer im.Close()
+				if im.Format() != tc.kind {
+					t.Fatalf("format %q, want %q", im.Format(), tc.kind)
+				}
+				got := readAll(t, im)
+				want, _ := os.ReadFile(raw)
+				if sha256.Sum256(got) != sha256.Sum256(want) {
+					t.Fatal("bytes differ from the raw disk")
+				}
+				return
+			}
+			if !errors.Is(err, source.ErrNotBuiltIn) || !strings.Contains(err.Error(), tc.kind) {
+				t.Fatalf("open: %v; want %s recognised", err, tc.kind)
+			}
+		})
+	}
+}
+
+func TestRawAndSplitRaw(t *testing.T) {
+	testutil.RequireTool(t, "split")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	want := writeRandom(t, raw, 3<<20+100)
+	im, err := source.Open(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.Format() != "raw" || sha256.Sum256(readAll(t, im)) != sha256.Sum256(want) {
+		t.Fatalf("raw: format %q or bytes differ", im.Format())
+	}
+	if f := im.InputFiles(); len(f) != 1 || f[0] != raw {
+		t.Fatalf("raw InputFiles %v", f)
+	}
+	im.Close()
+
+	if b, err := exec.Command("split", "-b", "1M", "-a", "3", "--numeric-suffixes=1", raw, raw+".").CombinedOutput(); err != nil {
+		t.Fatalf("split: %v\n%s", err, b)
+	}
+	im, err = source.Open(raw + ".001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if im.Format() != "split-raw" || len(im.InputFiles()) != 4 || sha256.Sum256(readAll(t, im)) != sha256.Sum256(want) {
+		t.Fatalf("split: format %q, inputs %v, or bytes differ", im.Format(), im.InputFiles())
+	}
+}
+
+// TestSplitContainerIsNotSplitRaw checks that content wins over the name:
+// a qcow2 named like the first segment of a split set is qcow2.
+func TestSplitContainerIsNotSplitRaw(t *testing.T) {
+	qemuImg := testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	p := filepath.Join(dir, "disk.001")
+	if b, err := exec.Command(qemuImg, "create", "-f", "qcow2", p, "1M").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	writeRandom(t, filepath.Join(dir, "disk.002"), 1000)
+	im, err := source.Open(p)
+	if err == nil {
+		defer im.Close()
+		if im.Format() != "qcow2" {
+			t.Fatalf("format %q", im.Format())
+		}
+		return
+	}
+	if !errors.Is(err, source.ErrNotBuiltIn) {
+		t.Fatal(err)
+	}
+}
