@@ -11,6 +11,7 @@ import (
 	"io"
 
 	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/ewf"
 	"github.com/kvmify/kvmify/splitraw"
 )
 
@@ -56,7 +57,7 @@ func adapt[T Image](open func(string) (T, error)) opener {
 func readerFor(k Kind) opener {
 	switch k {
 	case KindEWF:
-		return nil // adapt(ewf.Open)
+		return adapt(ewf.Open)
 	case KindVHD:
 		return nil // adapt(vhd.Open)
 	case KindVHDX:

@@ -135,3 +135,34 @@ func TestSplitContainerIsNotSplitRaw(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEWFByContent opens an E01 set renamed to look like a raw image:
+// content decides, and the later segments are still found by their names.
+func TestEWFByContent(t *testing.T) {
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	want := writeRandom(t, raw, 3<<20)
+	segs := testutil.EWFAcquire(t, raw, dir, "img", "-c", "deflate:fast", "-S", "1M")
+	im, err := source.Open(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if im.Format() != "ewf" || len(im.InputFiles()) != len(segs) || sha256.Sum256(readAll(t, im)) != sha256.Sum256(want) {
+		t.Fatalf("format %q, inputs %v, or bytes differ", im.Format(), im.InputFiles())
+	}
+	// A single-segment E01 renamed .img is still EWF.
+	one := testutil.EWFAcquire(t, raw, t.TempDir(), "one", "-c", "deflate:fast")
+	renamed := filepath.Join(filepath.Dir(one[0]), "evidence.img")
+	if err := os.Rename(one[0], renamed); err != nil {
+		t.Fatal(err)
+	}
+	im2, err := source.Open(renamed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im2.Close()
+	if im2.Format() != "ewf" || sha256.Sum256(readAll(t, im2)) != sha256.Sum256(want) {
+		t.Fatalf("renamed E01: format %q or bytes differ", im2.Format())
+	}
+}
