@@ -12,6 +12,7 @@ import (
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/ewf"
+	"github.com/kvmify/kvmify/nbdclient"
 	"github.com/kvmify/kvmify/splitraw"
 )
 
@@ -74,6 +75,13 @@ func readerFor(k Kind) opener {
 // EXPORT, nbd+unix:///EXPORT?socket=PATH) or a path; a path's format is told
 // by its content (see Detect).
 func Open(name string) (Image, error) {
+	if nbdclient.IsURI(name) {
+		c, err := nbdclient.Dial(name)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
 	src, err := disk.OpenSource(name)
 	if err != nil {
 		return nil, err
@@ -141,3 +149,6 @@ func (r rawImage) Format() string {
 	}
 	return "raw"
 }
+
+// IsURI reports whether name is an NBD URI rather than a path.
+func IsURI(name string) bool { return nbdclient.IsURI(name) }

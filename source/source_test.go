@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kvmify/kvmify/internal/testutil"
 	"github.com/kvmify/kvmify/source"
@@ -164,5 +165,34 @@ func TestEWFByContent(t *testing.T) {
 	defer im2.Close()
 	if im2.Format() != "ewf" || sha256.Sum256(readAll(t, im2)) != sha256.Sum256(want) {
 		t.Fatalf("renamed E01: format %q or bytes differ", im2.Format())
+	}
+}
+
+// TestNBDURI opens a raw image that qemu-nbd serves, by URI.
+func TestNBDURI(t *testing.T) {
+	qemuNBD := testutil.RequireTool(t, "qemu-nbd")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	want := writeRandom(t, raw, 5<<20)
+	sock := filepath.Join(dir, "q.sock")
+	cmd := exec.Command(qemuNBD, "--read-only", "--persistent", "-f", "raw", "-x", "", "-k", sock, raw)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var im source.Image
+	var err error
+	for i := 0; i < 100; i++ {
+		if im, err = source.Open("nbd+unix:///?socket=" + sock); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if im.Format() != "nbd" || sha256.Sum256(readAll(t, im)) != sha256.Sum256(want) {
+		t.Fatalf("format %q or bytes differ", im.Format())
 	}
 }
