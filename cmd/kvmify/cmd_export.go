@@ -74,6 +74,10 @@ func runExport(ctx context.Context, opts exportOptions, args []string, stderr io
 		return err
 	}
 	defer v.Close()
+	if f := v.src.Format(); opts.Backing && f != "raw" && f != "block-device" {
+		// The qcow2 would name IMAGE as a raw backing file.
+		return fmt.Errorf("--backing needs a raw source, and %s is %s; export without --backing", image, f)
+	}
 	progress, done := progressTo(stderr, "exporting")
 	defer done()
 	switch {

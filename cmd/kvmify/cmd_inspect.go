@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/kvmify/kvmify/bootfix"
-	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/source"
 	"github.com/kvmify/kvmify/windows"
 	"github.com/spf13/cobra"
 )
@@ -30,11 +30,12 @@ SYSTEM hive state and volume state, and for each QEMU disk controller
 (ide = i440fx PIIX3, ahci = q35 ICH9, virtio = virtio-blk) whether Windows
 will find a boot-start driver for it: "boots", or "0x7B" with the reason.
 
-IMAGE is a disk image or block device (opened read-only), or a directory
+IMAGE is a disk image or block device (opened read-only; raw, split raw,
+E01, or an nbd:// or nbd+unix:// URI; the format is told by content), or a directory
 holding a mounted Windows volume (e.g. an ntfs-3g mount), shown as
 partition 0. Nothing is ever written.
 
-With --json the output is one object: {"partitions": [{"index", "start",
+With --json the output is one object: {"image", "format", "size", "partitions": [{"index", "start",
 "size", "ntfs", "volume_state", "error", "windows": {"dir", "version",
 "build", "arch", "product", "version_source", "control_set", "hive_state",
 "default_target", "targets": {"ide": {"ok", "verdict", "reason", "path"},
@@ -53,12 +54,12 @@ Exit status: 0 success (whatever the predictions say), 1 unreadable image,
 
 // runInspect prints what openImage finds in args[0].
 func runInspect(ctx context.Context, opts inspectOptions, args []string, stdout io.Writer) error {
-	vols, closeImage, err := openImage(args[0])
+	vols, info, closeImage, err := openImage(args[0])
 	if err != nil {
 		return err
 	}
 	defer closeImage()
-	rep := inspectReport{Image: args[0], Partitions: make([]partitionJSON, 0, len(vols))}
+	rep := inspectReport{Image: args[0], Format: info.Format, Size: info.Size, Partitions: make([]partitionJSON, 0, len(vols))}
 	for _, v := range vols {
 		rep.Partitions = append(rep.Partitions, partitionReport(v))
 	}
@@ -70,40 +71,46 @@ func runInspect(ctx context.Context, opts inspectOptions, args []string, stdout 
 	return printInspect(stdout, rep)
 }
 
-// openImage finds the volumes and Windows installs of a disk image, or of a
-// directory holding a mounted volume (partition 0). The volumes read the
-// image lazily (a plan rewrites through them), so the image stays open
-// until closeImage is called.
-func openImage(path string) (vols []windows.Volume, closeImage func() error, err error) {
+// imageInfo is what inspect shows of the container: its format and the
+// logical disk's size.
+type imageInfo struct {
+	Format string
+	Size   int64
+}
+
+// openImage finds the volumes and Windows installs of a disk image (any
+// format source.Open reads), or of a directory holding a mounted volume
+// (partition 0). The volumes read the image lazily (a plan rewrites
+// through them), so the image stays open until closeImage is called.
+func openImage(path string) (vols []windows.Volume, info imageInfo, closeImage func() error, err error) {
 	noop := func() error { return nil }
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, noop, err
-	}
-	if fi.IsDir() {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		fsys := windows.DirFS(path)
 		v := windows.Volume{NTFS: true}
 		v.State.Hiberfil, v.State.Hibernated, v.Err = windows.Hiberfil(fsys)
 		if v.Err == nil {
 			v.Installs, v.Err = windows.Inspect(fsys)
 		}
-		return []windows.Volume{v}, noop, nil
+		return []windows.Volume{v}, imageInfo{Format: "directory"}, noop, nil
 	}
-	src, err := disk.OpenSource(path)
+	src, err := source.Open(path)
 	if err != nil {
-		return nil, noop, err
+		return nil, info, noop, err
 	}
+	info = imageInfo{Format: src.Format(), Size: src.Size()}
 	vols, err = windows.Find(src, src.Size(), windows.OpenNTFS)
 	if err != nil {
 		src.Close()
-		return nil, noop, err
+		return nil, info, noop, err
 	}
-	return vols, src.Close, nil
+	return vols, info, src.Close, nil
 }
 
 // inspectReport is the JSON shape of "inspect".
 type inspectReport struct {
 	Image      string          `json:"image"`
+	Format     string          `json:"format"`
+	Size       int64           `json:"size"`
 	Partitions []partitionJSON `json:"partitions"`
 }
 
@@ -194,7 +201,7 @@ func predictionReport(p bootfix.Prediction) predictionJSON {
 
 func printInspect(w io.Writer, rep inspectReport) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n", rep.Image)
+	fmt.Fprintf(&b, "%s: %s, %d bytes\n", rep.Image, rep.Format, rep.Size)
 	if len(rep.Partitions) == 0 {
 		b.WriteString("  no partitions\n")
 	}

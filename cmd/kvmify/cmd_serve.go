@@ -19,6 +19,7 @@ import (
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/nbd"
 	"github.com/kvmify/kvmify/overlay"
+	"github.com/kvmify/kvmify/source"
 )
 
 // defaultNBDPort is the port IANA assigned to NBD, used when --listen names
@@ -159,7 +160,7 @@ func runServe(ctx context.Context, opts serveOptions, args []string, stdout, std
 func openServeBackend(ctx context.Context, image string, opts serveOptions, stderr io.Writer) (disk.Reader, string, func() error, error) {
 	if opts.ReadOnly && opts.patch.NoPatch && !opts.patch.Ephemeral && opts.patch.Overlay == "" {
 		if _, err := os.Stat(overlay.DefaultPath(image)); errors.Is(err, fs.ErrNotExist) {
-			src, err := disk.OpenSource(image)
+			src, err := source.Open(image)
 			if err != nil {
 				return nil, "", nil, err
 			}

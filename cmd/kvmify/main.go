@@ -64,6 +64,7 @@ func commands() []*cobra.Command {
 		newExportCmd(),
 		newLsCmd(),
 		newCatCmd(),
+		newVerifyCmd(),
 	}
 }
 

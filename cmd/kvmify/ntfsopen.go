@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/ntfs"
 	parttable "github.com/kvmify/kvmify/partition"
+	"github.com/kvmify/kvmify/source"
 )
 
 // ntfsOEMID is the boot sector OEM ID that marks an NTFS partition.
@@ -21,7 +21,7 @@ const (
 // partNum (Linux numbering), or on the only or first NTFS partition when
 // partNum is 0. The returned close releases the image.
 func openNTFS(image string, partNum int) (*ntfs.Volume, func() error, error) {
-	src, err := disk.OpenSource(image)
+	src, err := source.Open(image)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/kvmify/kvmify/overlay"
 	parttable "github.com/kvmify/kvmify/partition"
 	"github.com/kvmify/kvmify/patch"
+	"github.com/kvmify/kvmify/source"
 	"github.com/kvmify/kvmify/windows"
 )
 
@@ -71,7 +72,7 @@ func (p *patchFlags) check() error {
 
 // patchedView is a source, its overlay and the patch recorded in it.
 type patchedView struct {
-	src    *disk.Source
+	src    source.Image
 	ov     *overlay.Overlay
 	record *patch.Record // nil: no patch in the overlay
 	fresh  bool          // the patch was applied just now
@@ -90,7 +91,7 @@ func (v *patchedView) Close() error {
 // overlay as it is) or --no-patch is given. An image without Windows is
 // served plainly unless a target was asked for.
 func openPatchedView(ctx context.Context, image string, pf patchFlags, stderr io.Writer) (*patchedView, error) {
-	src, err := disk.OpenSource(image)
+	src, err := source.Open(image)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +170,7 @@ func planImage(image string, pf patchFlags) (*windows.Plan, windows.Volume, erro
 	if err != nil {
 		return nil, windows.Volume{}, usagef("--extras: %v", err)
 	}
-	vols, closeImage, err := openImage(image)
+	vols, _, closeImage, err := openImage(image)
 	if errors.Is(err, parttable.ErrNoTable) {
 		// A blank or non-PC disk holds no Windows to fix.
 		return nil, windows.Volume{}, fmt.Errorf("%w: %v", errNoWindows, err)

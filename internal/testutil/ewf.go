@@ -1,8 +1,11 @@
 package testutil
 
 import (
+	"encoding/binary"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -25,4 +28,29 @@ func EWFAcquire(t testing.TB, raw, dir, name string, extra ...string) []string {
 		t.Fatalf("ewfacquire made no segment files (%v)", err)
 	}
 	return segs
+}
+
+// EWFSection returns the offset and size of the first section of type typ
+// in an EWF segment file, walking the descriptor chain without checking
+// it, so tests can damage a chosen structure.
+func EWFSection(t testing.TB, path, typ string) (off, size int64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := int64(13); off+76 <= int64(len(b)); {
+		name := strings.TrimRight(string(b[off:off+16]), "\x00")
+		next := int64(binary.LittleEndian.Uint64(b[off+16:]))
+		size := int64(binary.LittleEndian.Uint64(b[off+24:]))
+		if name == typ {
+			return off, size
+		}
+		if next <= off {
+			break
+		}
+		off = next
+	}
+	t.Fatalf("%s has no %s section", path, typ)
+	return 0, 0
 }
