@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -116,5 +117,135 @@ func TestContainersServeLikeTheRawDisk(t *testing.T) {
 		if testutil.FileSHA256(t, p) != s {
 			t.Fatalf("%s changed", p)
 		}
+	}
+}
+
+// runFail runs the command, wants exit status 1, and returns its stderr.
+func runFail(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("%s %v: %v, want exit status 1\n%s", name, args, err, stderr.String())
+	}
+	return stderr.String()
+}
+
+// flipAt changes one byte of a file (the test's own copy).
+func flipAt(t *testing.T, path string, off int64) {
+	t.Helper()
+	os.Chmod(path, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := []byte{0}
+	f.ReadAt(b, off)
+	b[0] ^= 0xa5
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDamagedE01IsAnError damages E01 sets three ways and checks that
+// verify, export and serve (read by nbdcopy and qemu-img convert) each
+// fail naming the segment file, and never hand out other bytes.
+func TestDamagedE01IsAnError(t *testing.T) {
+	bin := testutil.BuildKvmify(t)
+	nbdcopy := testutil.RequireTool(t, "nbdcopy")
+	qemuImg := testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	data := make([]byte, 6<<20)
+	rand.Read(data) // incompressible: several 1 MiB segments
+	if err := os.WriteFile(raw, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fresh := func(t *testing.T) []string {
+		segs := testutil.EWFAcquire(t, raw, t.TempDir(), "ev", "-c", "deflate:fast", "-S", "1M")
+		if len(segs) < 3 {
+			t.Fatalf("want 3 segments or more, got %v", segs)
+		}
+		return segs
+	}
+
+	t.Run("flipped-chunk", func(t *testing.T) {
+		segs := fresh(t)
+		off, size := testutil.EWFSection(t, segs[1], "sectors")
+		flipAt(t, segs[1], off+size/2)
+		sums := map[string]string{}
+		for _, p := range segs {
+			sums[p] = testutil.FileSHA256(t, p)
+		}
+		for _, msg := range []string{
+			runFail(t, bin, "verify", segs[0]),
+			runFail(t, bin, "export", "--no-patch", "--ephemeral", segs[0], filepath.Join(t.TempDir(), "out.raw")),
+		} {
+			if !strings.Contains(msg, segs[1]) || !strings.Contains(msg, "chunk") {
+				t.Fatalf("the error does not name the segment and chunk:\n%s", msg)
+			}
+		}
+		sock := filepath.Join(t.TempDir(), "s.sock")
+		var stderr bytes.Buffer
+		srv := exec.Command(bin, "serve", "--no-patch", "--read-only", "--unix", sock, segs[0])
+		srv.Stderr = &stderr
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { srv.Process.Kill(); srv.Wait() }()
+		waitSocket(t, sock, &stderr)
+		uri := "nbd+unix:///?socket=" + sock
+		out := filepath.Join(t.TempDir(), "copy.raw")
+		if b, err := exec.Command(nbdcopy, uri, out).CombinedOutput(); err == nil {
+			t.Fatalf("nbdcopy copied a damaged E01 without an error:\n%s", b)
+		} else if !strings.Contains(strings.ToLower(string(b)), "input/output error") {
+			t.Fatalf("nbdcopy failed otherwise than with EIO: %v\n%s", err, b)
+		}
+		if b, err := exec.Command(qemuImg, "convert", "-f", "raw", "-O", "raw", uri, out+"2").CombinedOutput(); err == nil {
+			t.Fatalf("qemu-img converted a damaged E01 without an error:\n%s", b)
+		} else {
+			t.Logf("qemu-img: %s", b)
+		}
+		// The undamaged first segment's bytes are still served as they are.
+		first := filepath.Join(t.TempDir(), "first.raw")
+		if b, err := exec.Command(qemuImg, "dd", "-f", "raw", "-O", "raw", "bs=65536", "count=8", "if="+uri, "of="+first).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img dd of the first 512 KiB: %v\n%s", err, b)
+		}
+		if got, _ := os.ReadFile(first); !bytes.Equal(got, data[:len(got)]) || len(got) != 8*65536 {
+			t.Fatal("the first 512 KiB differ from the raw disk")
+		}
+		for p, s := range sums {
+			if testutil.FileSHA256(t, p) != s {
+				t.Fatalf("%s changed", p)
+			}
+		}
+	})
+
+	for _, tc := range []struct {
+		name   string
+		damage func(path string) error
+	}{
+		{"missing-segment", os.Remove},
+		{"truncated-segment", func(p string) error { os.Chmod(p, 0o644); return os.Truncate(p, 300000) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			segs := fresh(t)
+			if err := tc.damage(segs[1]); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{
+				{"verify", segs[0]},
+				{"inspect", segs[0]},
+				{"export", "--no-patch", "--ephemeral", segs[0], filepath.Join(t.TempDir(), "out.raw")},
+				{"serve", "--no-patch", "--read-only", "--unix", filepath.Join(t.TempDir(), "s.sock"), segs[0]},
+			} {
+				if msg := runFail(t, bin, args...); !strings.Contains(msg, segs[1]) {
+					t.Fatalf("%s: the error does not name %s:\n%s", args[0], segs[1], msg)
+				}
+			}
+		})
 	}
 }
