@@ -11,6 +11,9 @@ import (
 func FuzzDetect(f *testing.F) {
 	seeds, _ := filepath.Glob(filepath.Join("testdata", "*"))
 	for _, s := range seeds {
+		if fi, err := os.Stat(s); err != nil || fi.IsDir() {
+			continue
+		}
 		b, err := os.ReadFile(s)
 		if err != nil {
 			f.Fatal(err)
