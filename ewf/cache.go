@@ -57,18 +57,44 @@ func (c *chunkCache) get(ci int64, read func(int64) ([]byte, error)) ([]byte, er
 
 	c.mu.Lock()
 	delete(c.inflight, ci)
-	if p.err == nil && int64(len(p.data)) <= c.budget {
-		c.entries[ci] = c.lru.PushFront(&cacheEntry{chunk: ci, data: p.data})
-		c.used += int64(len(p.data))
-		for c.used > c.budget {
-			old := c.lru.Back()
-			ent := old.Value.(*cacheEntry)
-			c.lru.Remove(old)
-			delete(c.entries, ent.chunk)
-			c.used -= int64(len(ent.data))
-		}
+	if p.err == nil {
+		c.addLocked(ci, p.data)
 	}
 	c.mu.Unlock()
 	close(p.done)
 	return p.data, p.err
+}
+
+// lookup returns chunk ci's data if the cache holds it.
+func (c *chunkCache) lookup(ci int64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[ci]
+	if !ok {
+		return nil, false
+	}
+	c.lru.MoveToFront(e)
+	return e.Value.(*cacheEntry).data, true
+}
+
+// add keeps chunk ci's data, read by a caller outside get.
+func (c *chunkCache) add(ci int64, data []byte) {
+	c.mu.Lock()
+	c.addLocked(ci, data)
+	c.mu.Unlock()
+}
+
+func (c *chunkCache) addLocked(ci int64, data []byte) {
+	if _, ok := c.entries[ci]; ok || int64(len(data)) > c.budget {
+		return
+	}
+	c.entries[ci] = c.lru.PushFront(&cacheEntry{chunk: ci, data: data})
+	c.used += int64(len(data))
+	for c.used > c.budget {
+		old := c.lru.Back()
+		ent := old.Value.(*cacheEntry)
+		c.lru.Remove(old)
+		delete(c.entries, ent.chunk)
+		c.used -= int64(len(ent.data))
+	}
 }

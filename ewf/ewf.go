@@ -55,6 +55,7 @@ type Image struct {
 	problems []error
 	cache    *chunkCache
 	zpool    sync.Pool // zlib readers, reset per chunk
+	runBufs  sync.Pool // *[]byte of stored chunks read in one run
 }
 
 // tableRef places a table's chunks in the set.
@@ -148,6 +149,7 @@ func OpenWith(path string, opts Options) (*Image, error) {
 		return nil, err
 	}
 	im.cache = newChunkCache(opts.CacheBytes)
+	im.runBufs.New = func() any { return new([]byte) }
 	return im, nil
 }
 
@@ -212,15 +214,12 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("ewf: negative offset %d", off)
 	}
-	n := 0
-	for n < len(p) && off+int64(n) < im.size {
-		pos := off + int64(n)
-		ci := pos / im.chunk
-		data, err := im.cache.get(ci, im.readChunk)
-		if err != nil {
-			return n, err
-		}
-		n += copy(p[n:], data[pos-ci*im.chunk:])
+	if off >= im.size {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), im.size-off))
+	if err := im.fill(p[:n], off, true); err != nil {
+		return 0, err
 	}
 	if n < len(p) {
 		return n, io.EOF
@@ -242,31 +241,58 @@ func (im *Image) chunkLocation(ci int64) (seg int, start, stored int64, compress
 	return tr.seg, start, end - start, e&tableEntryCompressed != 0
 }
 
-// readChunk reads, checks and (if compressed) inflates chunk ci.
-func (im *Image) readChunk(ci int64) ([]byte, error) {
+// chunkLoc is where a chunk is stored, checked against the chunk size.
+type chunkLoc struct {
+	seg        int
+	start      int64
+	stored     int64
+	compressed bool
+}
+
+// locate finds chunk ci's stored bytes.
+func (im *Image) locate(ci int64) (chunkLoc, error) {
 	if ci < 0 || ci >= im.chunks {
-		return nil, fmt.Errorf("ewf: chunk %d of %d", ci, im.chunks)
+		return chunkLoc{}, fmt.Errorf("ewf: chunk %d of %d", ci, im.chunks)
 	}
 	seg, start, stored, compressed := im.chunkLocation(ci)
-	path := im.paths[seg]
-	what := fmt.Sprintf("chunk %d", ci)
-	want := min(im.chunk, im.size-ci*im.chunk) // the last chunk may be short
 	if stored <= 0 || stored > 2*im.chunk+4096 {
-		return nil, &FormatError{Path: path, Offset: start, What: what,
+		return chunkLoc{}, &FormatError{Path: im.paths[seg], Offset: start, What: fmt.Sprintf("chunk %d", ci),
 			Msg: fmt.Sprintf("stored size %d for a %d-byte chunk", stored, im.chunk), Err: ErrFormat}
 	}
-	buf := make([]byte, stored)
-	if err := readFull(im.files[seg], path, im.sizes[seg], buf, start, what); err != nil {
+	return chunkLoc{seg, start, stored, compressed}, nil
+}
+
+// readChunk reads, checks and (if compressed) inflates chunk ci.
+func (im *Image) readChunk(ci int64) ([]byte, error) {
+	loc, err := im.locate(ci)
+	if err != nil {
 		return nil, err
 	}
-	if compressed {
+	buf := make([]byte, loc.stored)
+	if err := readFull(im.files[loc.seg], im.paths[loc.seg], im.sizes[loc.seg], buf, loc.start, fmt.Sprintf("chunk %d", ci)); err != nil {
+		return nil, err
+	}
+	return im.decode(ci, loc, buf, true)
+}
+
+// decode checks and (if compressed) inflates chunk ci from its stored
+// bytes buf. own says buf may become the chunk's data; otherwise (a slice
+// of a larger read) a plain chunk is copied out.
+func (im *Image) decode(ci int64, loc chunkLoc, buf []byte, own bool) ([]byte, error) {
+	path, start, stored := im.paths[loc.seg], loc.start, loc.stored
+	what := fmt.Sprintf("chunk %d", ci)
+	want := min(im.chunk, im.size-ci*im.chunk) // the last chunk may be short
+	if loc.compressed {
 		return im.inflate(buf, want, path, start, what)
 	}
 	// A plain chunk is its bytes and their Adler-32. Writers store the
 	// media's last chunk short, or padded to a whole chunk.
 	for _, l := range []int64{want, im.chunk} {
 		if stored >= l+4 && adler32.Checksum(buf[:l]) == binary.LittleEndian.Uint32(buf[l:]) {
-			return buf[:want:want], nil
+			if own {
+				return buf[:want:want], nil
+			}
+			return bytes.Clone(buf[:want]), nil
 		}
 	}
 	if stored < want+4 {

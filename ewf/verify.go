@@ -6,12 +6,11 @@ import (
 	"crypto/md5"
 	"crypto/sha1"
 	"fmt"
-	"runtime"
 	"sync"
 )
 
-// verifyWindow is how much media one round of Verify reads: split among
-// the CPUs to inflate in parallel, then hashed in order.
+// verifyWindow is how much media one round of Verify reads, inflated on
+// all CPUs, then hashed in order while the next window is read.
 const verifyWindow = 16 << 20
 
 // VerifyResult holds the digests stored in a set and those computed over
@@ -46,61 +45,31 @@ func (r VerifyResult) Mismatches() []string {
 func Verify(ctx context.Context, im *Image, progress func(done, total int64)) (VerifyResult, error) {
 	res := VerifyResult{Stored: im.hashes, Problems: im.problems}
 	hm, hs := md5.New(), sha1.New()
-	workers := max(1, runtime.GOMAXPROCS(0))
-	window := make([]byte, verifyWindow)
+	// Two windows: the digests of one are computed while the next is read.
+	bufs := [2][]byte{make([]byte, verifyWindow), make([]byte, verifyWindow)}
+	var hashing sync.WaitGroup
+	k := 0
 	for off := int64(0); off < im.size; off += verifyWindow {
 		if err := ctx.Err(); err != nil {
+			hashing.Wait()
 			return res, err
 		}
 		n := min(int64(verifyWindow), im.size-off)
-		if err := im.readParallel(window[:n], off, workers); err != nil {
+		w := bufs[k%2][:n]
+		k++
+		if err := im.fill(w, off, false); err != nil {
+			hashing.Wait()
 			return res, err
 		}
-		hm.Write(window[:n])
-		hs.Write(window[:n])
+		hashing.Wait()
+		hashing.Add(2)
+		go func() { hm.Write(w); hashing.Done() }()
+		go func() { hs.Write(w); hashing.Done() }()
 		if progress != nil {
 			progress(off+n, im.size)
 		}
 	}
+	hashing.Wait()
 	res.Computed = Hashes{MD5: hm.Sum(nil), SHA1: hs.Sum(nil)}
 	return res, nil
-}
-
-// readParallel fills p from media offset off (chunk-aligned), the chunks
-// shared among workers goroutines, without the cache.
-func (im *Image) readParallel(p []byte, off int64, workers int) error {
-	first := off / im.chunk
-	last := (off + int64(len(p)) - 1) / im.chunk
-	var next = first
-	var mu sync.Mutex
-	var firstErr error
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				ci := next
-				next++
-				stop := firstErr != nil
-				mu.Unlock()
-				if ci > last || stop {
-					return
-				}
-				data, err := im.readChunk(ci)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-				copy(p[ci*im.chunk-off:], data)
-			}
-		}()
-	}
-	wg.Wait()
-	return firstErr
 }
