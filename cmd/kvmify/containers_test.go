@@ -249,3 +249,35 @@ func TestDamagedE01IsAnError(t *testing.T) {
 		})
 	}
 }
+
+// TestNBDSourceLikeTheRawDisk serves the Windows-like disk with qemu-nbd
+// and checks that inspect and export --no-patch of its nbd+unix URI equal
+// those of the raw disk.
+func TestNBDSourceLikeTheRawDisk(t *testing.T) {
+	bin := testutil.BuildKvmify(t)
+	qemuNBD := testutil.RequireTool(t, "qemu-nbd")
+	img := winDisk(t, "xp-sp3-x86.SYSTEM")
+	sum := testutil.FileSHA256(t, img)
+	sock := filepath.Join(t.TempDir(), "q.sock")
+	var stderr bytes.Buffer
+	srv := exec.Command(qemuNBD, "--read-only", "--persistent", "--shared=4", "-f", "raw", "-x", "", "-k", sock, img)
+	srv.Stderr = &stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	waitSocket(t, sock, &stderr)
+	uri := "nbd+unix:///?socket=" + sock
+	format, rep := inspectJSON(t, bin, uri)
+	_, rawRep := inspectJSON(t, bin, img)
+	a, _ := json.Marshal(rep)
+	b, _ := json.Marshal(rawRep)
+	if format != "nbd" || !bytes.Equal(a, b) {
+		t.Fatalf("inspect of %s (%s) differs from the raw disk's:\n%s\n%s", uri, format, a, b)
+	}
+	out := filepath.Join(t.TempDir(), "plain.raw")
+	run(t, bin, "export", "--no-patch", "--ephemeral", uri, out)
+	if testutil.FileSHA256(t, out) != sum {
+		t.Fatal("export --no-patch of the NBD source differs from the raw disk")
+	}
+}
