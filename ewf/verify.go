@@ -38,13 +38,15 @@ func (r VerifyResult) Mismatches() []string {
 }
 
 // Verify reads all of im's media, checking every chunk, and computes its
-// MD5 and SHA-1 to compare with the stored ones. progress, if not nil, is
-// called with the bytes done so far. A chunk that cannot be read ends it
-// with that chunk's error. Chunks bypass the cache, which a whole pass
-// would only flush.
+// MD5 (and SHA-1, when one is stored) to compare with the stored ones.
+// progress, if not nil, is called with the bytes done so far. A chunk that
+// cannot be read ends it with that chunk's error. Chunks bypass the cache,
+// which a whole pass would only flush.
 func Verify(ctx context.Context, im *Image, progress func(done, total int64)) (VerifyResult, error) {
 	res := VerifyResult{Stored: im.hashes, Problems: im.problems}
 	hm, hs := md5.New(), sha1.New()
+	// SHA-1 costs as much as MD5 again; it is computed only to compare.
+	withSHA1 := im.hashes.SHA1 != nil
 	// Two windows: the digests of one are computed while the next is read.
 	bufs := [2][]byte{make([]byte, verifyWindow), make([]byte, verifyWindow)}
 	var hashing sync.WaitGroup
@@ -62,14 +64,20 @@ func Verify(ctx context.Context, im *Image, progress func(done, total int64)) (V
 			return res, err
 		}
 		hashing.Wait()
-		hashing.Add(2)
+		hashing.Add(1)
 		go func() { hm.Write(w); hashing.Done() }()
-		go func() { hs.Write(w); hashing.Done() }()
+		if withSHA1 {
+			hashing.Add(1)
+			go func() { hs.Write(w); hashing.Done() }()
+		}
 		if progress != nil {
 			progress(off+n, im.size)
 		}
 	}
 	hashing.Wait()
-	res.Computed = Hashes{MD5: hm.Sum(nil), SHA1: hs.Sum(nil)}
+	res.Computed = Hashes{MD5: hm.Sum(nil)}
+	if withSHA1 {
+		res.Computed.SHA1 = hs.Sum(nil)
+	}
 	return res, nil
 }
