@@ -268,7 +268,18 @@ func (im *Image) readChunk(ci int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, loc.stored)
+	var buf []byte
+	if loc.compressed {
+		// Only the inflated bytes outlive this call.
+		bp := im.runBufs.Get().(*[]byte)
+		defer im.runBufs.Put(bp)
+		if int64(cap(*bp)) < loc.stored {
+			*bp = make([]byte, loc.stored)
+		}
+		buf = (*bp)[:loc.stored]
+	} else {
+		buf = make([]byte, loc.stored)
+	}
 	if err := readFull(im.files[loc.seg], im.paths[loc.seg], im.sizes[loc.seg], buf, loc.start, fmt.Sprintf("chunk %d", ci)); err != nil {
 		return nil, err
 	}

@@ -292,3 +292,30 @@ func chunkFileOffset(t testing.TB, first string, ci int64) (string, int64) {
 func sectionOffset(t testing.TB, path, typ string) int64 {
 	return ewf.SectionOffsetForTest(t, path, typ)
 }
+
+// TestMoreThan99Segments reads a set whose names run past .E99 into .EAA…,
+// as ewfacquire names them.
+func TestMoreThan99Segments(t *testing.T) {
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	want := make([]byte, 104<<20)
+	rand.Read(want)
+	if err := os.WriteFile(raw, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	segs := testutil.EWFAcquire(t, raw, dir, "many", "-c", "none", "-S", "1M")
+	if len(segs) < 101 {
+		t.Fatalf("ewfacquire wrote %d segments; the test needs more than 100", len(segs))
+	}
+	im, err := ewf.Open(filepath.Join(dir, "many.E01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if len(im.InputFiles()) != len(segs) {
+		t.Fatalf("%d input files, ewfacquire wrote %d", len(im.InputFiles()), len(segs))
+	}
+	if got := readAll(t, im, im.Size()); sha256.Sum256(got) != sha256.Sum256(want) {
+		t.Fatal("bytes differ from the raw disk")
+	}
+}
