@@ -17,6 +17,7 @@ package ewf
 import (
 	"bytes"
 	"compress/zlib"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/adler32"
@@ -25,8 +26,6 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-
-	"encoding/binary"
 
 	"github.com/kvmify/kvmify/disk"
 )
