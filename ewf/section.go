@@ -297,7 +297,7 @@ func parseTable(r io.ReaderAt, path string, size int64, s section) (*table, erro
 	return t, nil
 }
 
-// equalEntries reports whether two tables list the same chunks.
+// equal reports whether two tables list the same chunks.
 func (t *table) equal(u *table) bool {
 	if t.Base != u.Base || len(t.Entries) != len(u.Entries) {
 		return false
