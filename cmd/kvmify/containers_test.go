@@ -281,3 +281,29 @@ func TestNBDSourceLikeTheRawDisk(t *testing.T) {
 		t.Fatal("export --no-patch of the NBD source differs from the raw disk")
 	}
 }
+
+// TestE01MountsLikeTheRawDisk mounts an E01 set of a Windows-like disk
+// through FUSE, patched, and checks that disk.img and the hive files equal
+// those of the raw disk's mount.
+func TestE01MountsLikeTheRawDisk(t *testing.T) {
+	bin := testutil.BuildKvmify(t)
+	img := winDisk(t, "xp-sp3-x86.SYSTEM")
+	segs := testutil.EWFAcquire(t, img, t.TempDir(), "m", "-c", "deflate:fast", "-S", "1M")
+	sums := map[string]string{}
+	for _, p := range segs {
+		sums[p] = testutil.FileSHA256(t, p)
+	}
+	raw := mountAndCopy(t, bin, img, "ide")
+	e01 := mountAndCopy(t, bin, segs[0], "ide")
+	if testutil.FileSHA256(t, raw.disk) != testutil.FileSHA256(t, e01.disk) {
+		t.Fatal("the E01's patched disk.img differs from the raw disk's")
+	}
+	if !bytes.Equal(raw.original, e01.original) || !bytes.Equal(raw.patched, e01.patched) {
+		t.Fatal("SYSTEM.original or SYSTEM.patched differ")
+	}
+	for p, s := range sums {
+		if testutil.FileSHA256(t, p) != s {
+			t.Fatalf("%s changed", p)
+		}
+	}
+}
