@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/kvmify/kvmify/nbdclient"
 	"github.com/kvmify/kvmify/outpath"
 )
 
@@ -40,6 +41,11 @@ func DefaultOverlayPath(path string) (string, error) {
 	dir, err := OverlayDir()
 	if err != nil {
 		return "", err
+	}
+	if nbdclient.IsURI(path) {
+		// A network source has no file identity: the URI names it.
+		h := sha256.Sum256([]byte(path))
+		return filepath.Join(dir, "nbd-"+hex.EncodeToString(h[:])[:16]+".kvmify-overlay"), nil
 	}
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {

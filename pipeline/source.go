@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/source"
 )
 
 // Source is an opened, read-only input disk: its bytes, a way to release
@@ -13,15 +14,18 @@ type Source interface {
 	disk.Reader
 	Close() error
 	InputFiles() []string
+	// Format names the container (raw, split-raw, ewf, qcow2, nbd, ...).
+	Format() string
 }
 
-var _ Source = (*disk.Source)(nil)
+var _ Source = source.Image(nil)
 
-// OpenSource opens the image at path read-only. It is the one place an
-// image is opened; container formats (E01, VHDX, qcow2, ...) plug in here.
+// OpenSource opens the image at path read-only, in the container format its
+// content shows (package source: raw, split raw, E01, VHD(X), VMDK, qcow2,
+// an NBD URI). It is the one place an image is opened.
 // An empty image is refused: there is no disk to serve or plan.
 func OpenSource(path string) (Source, error) {
-	src, err := disk.OpenSource(path)
+	src, err := source.Open(path)
 	if err != nil {
 		return nil, err
 	}

@@ -80,6 +80,10 @@ func runExport(ctx context.Context, opts exportOptions, args []string, stderr io
 			err = cerr
 		}
 	}()
+	if f := sess.Source.Format(); opts.Backing && f != "raw" && f != "block-device" {
+		// The qcow2 would name IMAGE as a raw backing file.
+		return fmt.Errorf("--backing needs a raw source, and %s is %s; export without --backing", image, f)
+	}
 	tmp, err := reserveTemp(out)
 	if err != nil {
 		return err

@@ -79,6 +79,7 @@ func commands() []*cobra.Command {
 		newExportCmd(),
 		newLsCmd(),
 		newCatCmd(),
+		newVerifyCmd(),
 	}
 }
 
