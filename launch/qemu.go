@@ -28,6 +28,9 @@ type Disk struct {
 	Export string
 	// TLSDir holds x509 client credentials (ca-cert.pem …) for NBD over TLS.
 	TLSDir string
+	// File is a local raw disk file (a FUSE-mounted disk.img) used instead
+	// of an NBD server.
+	File string
 }
 
 // UEFIFiles are the OVMF images a UEFI guest boots with.
@@ -40,8 +43,8 @@ type UEFIFiles struct {
 // the program name), attaching d to exactly the profile's controller. extra
 // is appended as given.
 func QEMUArgs(p Profile, d Disk, uefi UEFIFiles, extra []string) ([]string, error) {
-	if d.Socket == "" && d.Host == "" {
-		return nil, errors.New("no NBD server given for the disk")
+	if d.Socket == "" && d.Host == "" && d.File == "" {
+		return nil, errors.New("no NBD server or file given for the disk")
 	}
 	a := []string{
 		"-name", "kvmify",
@@ -87,6 +90,13 @@ func QEMUArgs(p Profile, d Disk, uefi UEFIFiles, extra []string) ([]string, erro
 // driveSpec is the -drive option for the NBD disk, in the dotted form QEMU
 // 7.2 accepts for TLS too (it rejects nbds:// URIs in file=).
 func driveSpec(p Profile, d Disk) string {
+	if d.File != "" {
+		kv := []string{"if=none", "id=" + DiskID, "format=raw", "file.driver=file", "file.filename=" + Escape(d.File)}
+		if p.ReadOnly {
+			kv = append(kv, "snapshot=on")
+		}
+		return strings.Join(kv, ",")
+	}
 	kv := []string{"if=none", "id=" + DiskID, "format=raw", "cache=none", "file.driver=nbd"}
 	if d.Socket != "" {
 		kv = append(kv, "file.server.type=unix", "file.server.path="+Escape(d.Socket))

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/fusemount"
+	"github.com/kvmify/kvmify/launch"
 	"github.com/kvmify/kvmify/pipeline"
 )
 
@@ -85,8 +87,15 @@ func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.W
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "kvmify: mounted %s at %s through %s\n  qemu-system-x86_64 -drive file=%s/disk.img,format=raw,cache=none\n",
-		image, dir, sess.Describe(), dir)
+	diskImg, _ := filepath.Abs(filepath.Join(dir, "disk.img"))
+	fmt.Fprintf(stderr, "kvmify: mounted %s at %s through %s\n", image, dir, sess.Describe())
+	line, _, _, lerr := qemuLine(sess.Disk(), sess.Record, opts.patch.Patch, launch.Options{ReadOnly: opts.ReadOnly},
+		launch.Disk{File: diskImg}, sess.OverlayPath, nil)
+	if lerr != nil {
+		fmt.Fprintf(stderr, "kvmify: note: no QEMU line (%v)\n", lerr)
+	} else {
+		fmt.Fprintf(stderr, "  %s\n", line)
+	}
 	unmounted := make(chan struct{})
 	go func() { m.Wait(); close(unmounted) }()
 	select {

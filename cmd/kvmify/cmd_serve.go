@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kvmify/kvmify/launch"
 	"github.com/kvmify/kvmify/nbd"
 	"github.com/kvmify/kvmify/pipeline"
 )
@@ -135,7 +136,12 @@ func runServe(ctx context.Context, opts serveOptions, args []string, stdout, std
 		TLSConfig:   tlsConfig,
 		TLSRequired: opts.TLSRequired,
 	}
-	printServeHelp(stderr, image, what, uri, tlsConfig != nil, opts.ReadOnly)
+	line, _, _, err := qemuLine(backend, sess.Record, opts.patch.Patch, launch.Options{ReadOnly: opts.ReadOnly},
+		nbdDisk(l, opts.ExportName, tlsConfig != nil), sess.OverlayPath, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "kvmify: note: no QEMU line (%v)\n", err)
+	}
+	printServeHelp(stderr, image, what, uri, line, tlsConfig != nil)
 	fmt.Fprintln(stdout, uri.String())
 
 	err = srv.Serve(ctx, l)
@@ -227,21 +233,36 @@ func removeStaleSocket(path string) error {
 	return os.Remove(path)
 }
 
-// qemuEscape doubles commas, which QEMU's option parser reads as separators.
-func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+// tlsCertDirHint stands for the client's x509 directory in printed lines:
+// kvmify holds the server's certificate, not the client's.
+const tlsCertDirHint = "CLIENT_CERT_DIR"
 
-func printServeHelp(w io.Writer, image, what string, uri *url.URL, tls, readOnly bool) {
+// printServeHelp says what is served where, and the QEMU line that boots it
+// (the one 'kvmify boot --dry-run' prints with the same flags).
+func printServeHelp(w io.Writer, image, what string, uri *url.URL, qemu string, tls bool) {
 	fmt.Fprintf(w, "kvmify: serving %s through %s at %s\n", image, what, uri)
+	if qemu != "" {
+		fmt.Fprintf(w, "  %s\n", qemu)
+	}
 	if tls {
-		fmt.Fprintf(w, "  TLS is enabled: libnbd clients use the nbds scheme with tls-certificates=DIR in the URI;\n"+
-			"  QEMU needs -object tls-creds-x509,id=tls0,endpoint=client,dir=DIR and file.tls-creds=tls0\n")
+		fmt.Fprintf(w, "  (TLS: %s is the directory of the client's ca-cert.pem; libnbd clients add tls-certificates=DIR to the URI)\n", tlsCertDirHint)
 	}
-	ro := ""
-	if readOnly {
-		ro = ",readonly=on"
-	}
-	fmt.Fprintf(w, "  qemu-system-x86_64 -drive file=%s,format=raw,cache=none%s\n", qemuEscape(uri.String()), ro)
-	fmt.Fprintf(w, "  qemu-img info '%s'\n", uri)
-	fmt.Fprintf(w, "  nbdinfo '%s'\n", uri)
+	fmt.Fprintf(w, "  %s\n", launch.ShellQuote([]string{"qemu-img", "info", uri.String()}))
+	fmt.Fprintf(w, "  %s\n", launch.ShellQuote([]string{"nbdinfo", uri.String()}))
 	fmt.Fprintf(w, "kvmify: press Ctrl-C to stop; the overlay is flushed on exit\n")
+}
+
+// nbdDisk says where QEMU finds the disk a listener serves.
+func nbdDisk(l net.Listener, export string, tls bool) launch.Disk {
+	d := launch.Disk{Export: export}
+	if tls {
+		d.TLSDir = tlsCertDirHint
+	}
+	switch a := l.Addr().(type) {
+	case *net.UnixAddr:
+		d.Socket = a.Name
+	default:
+		d.Host, d.Port, _ = net.SplitHostPort(a.String())
+	}
+	return d
 }

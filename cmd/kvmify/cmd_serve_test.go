@@ -161,7 +161,7 @@ func TestServeOverlayRealClients(t *testing.T) {
 	if want := "nbd+unix:///?socket=" + opts.Unix; s.uri != want {
 		t.Errorf("printed URI %q, want %q", s.uri, want)
 	}
-	if want := "qemu-system-x86_64 -drive file=nbd+unix:///?socket=" + opts.Unix + ",format=raw"; !strings.Contains(s.stderr.String(), want) {
+	if want := "file.driver=nbd,file.server.type=unix,file.server.path=" + opts.Unix + " -device"; !strings.Contains(s.stderr.String(), want) {
 		t.Errorf("stderr lacks %q:\n%s", want, s.stderr.String())
 	}
 	if e := nbdinfoOf(t, s.uri); e.Size != serveImageSize || e.ReadOnly || !e.CanFlush || !e.CanFUA || !e.CanTrim || !e.CanZero {

@@ -71,6 +71,7 @@ func commands() []*cobra.Command {
 	return []*cobra.Command{
 		newVersionCmd(),
 		newServeCmd(),
+		newBootCmd(),
 		newOverlayCmd(),
 		newHiveCmd(),
 		newInspectCmd(),
@@ -136,6 +137,10 @@ func exitCode(ctx context.Context, err error) int {
 		return exitSIGINT
 	}
 	fmt.Fprintf(os.Stderr, "kvmify: %v\n", err)
+	var st exitStatus
+	if errors.As(err, &st) {
+		return st.code
+	}
 	var ue usageError
 	if errors.As(err, &ue) || pipeline.IsUsage(err) || isCobraUsageError(err) {
 		fmt.Fprintf(os.Stderr, "Run 'kvmify --help' for usage.\n")
