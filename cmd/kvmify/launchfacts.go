@@ -12,7 +12,6 @@ import (
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/launch"
 	"github.com/kvmify/kvmify/overlay"
-	parttable "github.com/kvmify/kvmify/partition"
 	"github.com/kvmify/kvmify/patch"
 	"github.com/kvmify/kvmify/pipeline"
 	"github.com/kvmify/kvmify/registry"
@@ -33,14 +32,11 @@ type vmFacts struct {
 // default; a disk without Windows goes on AHCI.
 func launchFacts(d disk.Reader, rec *patch.Record, po pipeline.PatchOptions) (vmFacts, error) {
 	var f vmFacts
-	tab, err := parttable.Read(d, d.Size())
-	switch {
-	case errors.Is(err, parttable.ErrNoTable):
-		tab = &parttable.Table{Scheme: parttable.SchemeNone}
-	case err != nil:
-		return f, fmt.Errorf("reading the partition table: %w", err)
+	boot, err := bootMode(d)
+	if err != nil {
+		return f, err
 	}
-	f.Boot = launch.DetectBootMode(tab)
+	f.Boot = boot
 	f.Firmware = f.Boot.Firmware
 
 	target := po.Target
