@@ -54,6 +54,9 @@ type Request struct {
 	Check func() error
 	// Accept sees the plan before it is applied and may refuse it.
 	Accept func(*Planned) error
+	// FullHash records the sha256 of the whole source in a new overlay (and
+	// checks it on every later open) instead of a sampled fingerprint.
+	FullHash bool
 	// Tool names the program in records and reports ("kvmify v1.2.3").
 	Tool   string
 	Stderr io.Writer
@@ -287,7 +290,11 @@ func sameAbs(a, b string) bool {
 }
 
 func (s *Session) overlayOptions() overlay.Options {
-	return overlay.Options{Ephemeral: s.req.Ephemeral, SourcePath: s.req.Image}
+	return overlay.Options{Ephemeral: s.req.Ephemeral, SourcePath: s.req.Image, FullHash: s.req.FullHash,
+		OnDataError: func(e *overlay.DataError) {
+			// The NBD client only sees EIO; say which block is damaged.
+			s.logf("overlay data damaged, answered as an I/O error: %v", e)
+		}}
 }
 
 func (s *Session) openEphemeral(ctx context.Context) error {

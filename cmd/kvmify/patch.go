@@ -17,6 +17,7 @@ type patchFlags struct {
 	Overlay   string
 	Ephemeral bool
 	Force     bool
+	FullHash  bool
 }
 
 func (p *patchFlags) register(f *pflag.FlagSet) {
@@ -32,13 +33,14 @@ func (p *patchFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&p.Overlay, "overlay", "", "overlay file (default: one per image under $XDG_STATE_HOME/kvmify/overlays)")
 	f.BoolVar(&p.Ephemeral, "ephemeral", false, "keep the overlay in a temporary file removed at exit")
 	f.BoolVar(&p.Force, "force", false, "replace existing output files (never a file kvmify reads)")
+	f.BoolVar(&p.FullHash, "full-hash", false, "bind a new overlay to the sha256 of the whole source (reads it all once; checked at every open)")
 }
 
 // request turns the flags into the pipeline's request.
 func (p *patchFlags) request(image string, stderr io.Writer) pipeline.Request {
 	return pipeline.Request{
 		Image: image, Patch: p.Patch, Overlay: p.Overlay, Ephemeral: p.Ephemeral,
-		Report: p.Report, Hash: p.Hash, Force: p.Force,
+		Report: p.Report, Hash: p.Hash, Force: p.Force, FullHash: p.FullHash,
 		Tool: "kvmify " + toolVersion(), Stderr: stderr,
 	}
 }
