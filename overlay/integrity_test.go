@@ -310,7 +310,10 @@ func TestFullHash(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer osrc.Close()
-	o = mustOpen(t, full, osrc, Options{}) // the samples cannot tell
+	if _, err := Open(full, osrc, Options{}); !errors.Is(err, ErrSourceMismatch) {
+		t.Fatalf("an overlay bound to the full sha256, opened without asking, over a source changed outside the samples: %v, want ErrSourceMismatch", err)
+	}
+	o = mustOpen(t, plain, osrc, Options{}) // the samples alone cannot tell
 	o.Close()
 	if _, err := Open(full, osrc, Options{FullHash: true}); !errors.Is(err, ErrSourceMismatch) {
 		t.Fatalf("FullHash with a source changed outside the samples: %v, want ErrSourceMismatch", err)

@@ -29,9 +29,10 @@ type Options struct {
 	// later generations are given up. 0 accepts nothing.
 	AcceptGeneration uint64
 	// FullHash makes a new overlay record the sha256 of the whole source
-	// (read once, in full) besides the sampled fingerprint, and makes
-	// opening an existing one check the source against it; an overlay
-	// created without it is refused, as it cannot be checked.
+	// (read once, in full) besides the sampled fingerprint; an overlay that
+	// records one is checked against it at every open, with or without
+	// this option. Asking for it on an overlay created without one is
+	// refused, as that overlay cannot be checked.
 	FullHash bool
 	// OnDataError, if set, is called with each stored block found failing
 	// its checksum (once per block and slot), besides the read that found
@@ -149,6 +150,15 @@ func openExisting(f *os.File, path string, base disk.Reader, size int64, fp [32]
 	if int64(st.hdr.SourceSize) != size || st.hdr.Fingerprint != fp {
 		return nil, fmt.Errorf("%w: overlay %s was made for a source of %d bytes with sample fingerprint %x, but source %s has %d bytes and sample fingerprint %x",
 			ErrSourceMismatch, path, st.hdr.SourceSize, st.hdr.Fingerprint, sourceName(base, opts.SourcePath), size, fp)
+	}
+	if full == nil && st.hdr.Flags&flagFullHash != 0 {
+		// An overlay bound to the whole source is checked against it at
+		// every open, asked or not: that is what binding it meant.
+		sum, err := SourceSHA256(base)
+		if err != nil {
+			return nil, fmt.Errorf("overlay %s: checking the source's sha256: %w", path, err)
+		}
+		full = &sum
 	}
 	if full != nil {
 		if st.hdr.Flags&flagFullHash == 0 {
