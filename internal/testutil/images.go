@@ -1,0 +1,105 @@
+package testutil
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// SparseRandomDisk writes a raw disk of size bytes (a multiple of 1 MiB)
+// at path whose megabytes are, by a seeded choice, random data at a random
+// place, written zeros, or holes, so container converters produce
+// allocated, zero and unallocated blocks alike.
+func SparseRandomDisk(t testing.TB, path string, size int64, seed int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(seed))
+	const mb = 1 << 20
+	for off := int64(0); off+mb <= size; off += mb {
+		var buf []byte
+		at := off
+		switch r := rng.Intn(10); {
+		case r < 5:
+			at += int64(rng.Intn(mb / 2))
+			buf = make([]byte, 1+rng.Intn(mb/2))
+			rng.Read(buf)
+		case r < 6:
+			buf = make([]byte, mb)
+		default:
+			continue
+		}
+		if _, err := f.WriteAt(buf, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// QemuImg runs qemu-img with args and fails the test on error.
+func QemuImg(t testing.TB, args ...string) {
+	t.Helper()
+	qemuImg := RequireTool(t, "qemu-img")
+	if out, err := exec.Command(qemuImg, args...).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+	}
+}
+
+// OracleSHA256 is the sha256 and length of the logical disk of a container
+// image as `qemu-img convert -O raw` reads it.
+func OracleSHA256(t testing.TB, image string) (string, int64) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "oracle.raw")
+	QemuImg(t, "convert", "-O", "raw", image, out)
+	defer os.Remove(out)
+	fi, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return FileSHA256(t, out), fi.Size()
+}
+
+// ReaderSHA256 is the sha256 of the first size bytes read from r in 1 MiB
+// reads, failing the test on any read error.
+func ReaderSHA256(t testing.TB, r io.ReaderAt, size int64) string {
+	t.Helper()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, io.NewSectionReader(r, 0, size), make([]byte, 1<<20)); err != nil {
+		t.Fatalf("reading the disk: %v", err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// FileHashes records the sha256 of every file in paths, to prove later with
+// Unchanged that none was written.
+type FileHashes map[string]string
+
+// HashFiles returns the sha256 of every file in paths.
+func HashFiles(t testing.TB, paths ...string) FileHashes {
+	t.Helper()
+	h := FileHashes{}
+	for _, p := range paths {
+		h[p] = FileSHA256(t, p)
+	}
+	return h
+}
+
+// Unchanged fails the test if any recorded file's content changed.
+func (h FileHashes) Unchanged(t testing.TB) {
+	t.Helper()
+	for p, sum := range h {
+		if got := FileSHA256(t, p); got != sum {
+			t.Errorf("%s changed: sha256 %s, was %s", p, got, sum)
+		}
+	}
+}
