@@ -174,7 +174,7 @@ func TestFooter(t *testing.T) {
 	}
 	b = b[:len(b)-headerSize] // QEMU's end-of-stream marker
 	marker := make([]byte, headerSize)
-	marker[0] = 1              // val: the footer is one sector
+	marker[0] = 1             // val: the footer is one sector
 	marker[12] = markerFooter // type
 	b = append(b, marker...)
 	b = append(b, hdr...)
