@@ -56,11 +56,16 @@ func QemuImg(t testing.TB, args ...string) {
 }
 
 // OracleSHA256 is the sha256 and length of the logical disk of a container
-// image as `qemu-img convert -O raw` reads it.
-func OracleSHA256(t testing.TB, image string) (string, int64) {
+// image as `qemu-img convert -O raw` reads it; a format given is passed
+// as -f (a fixed VHD, having no header, is otherwise probed as raw).
+func OracleSHA256(t testing.TB, image string, format ...string) (string, int64) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "oracle.raw")
-	QemuImg(t, "convert", "-O", "raw", image, out)
+	args := []string{"convert", "-O", "raw"}
+	if len(format) > 0 {
+		args = append(args, "-f", format[0])
+	}
+	QemuImg(t, append(args, image, out)...)
 	defer os.Remove(out)
 	fi, err := os.Stat(out)
 	if err != nil {
