@@ -210,3 +210,21 @@ func TestRefused(t *testing.T) {
 		t.Errorf("raw file: %v, want ErrNotQcow2", err)
 	}
 }
+
+// TestConcurrentReads reads a compressed image (and its uncompressed
+// backing chain) from many goroutines at once; run under -race it also
+// checks the caches' locking.
+func TestConcurrentReads(t *testing.T) {
+	dir, raw := testDisk(t)
+	p := filepath.Join(dir, "c.qcow2")
+	// With 4 KiB clusters the 16 MiB cluster cache holds 4096 of the
+	// disk's 6144 clusters, so the reads also evict and decode again.
+	testutil.QemuImg(t, "convert", "-c", "-O", "qcow2", "-o", "cluster_size=4096", raw, p)
+	want := testutil.OracleRaw(t, p)
+	img, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	testutil.ConcurrentReads(t, img, want, 8, 200)
+}

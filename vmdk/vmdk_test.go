@@ -284,3 +284,18 @@ func TestBroken(t *testing.T) {
 		t.Errorf("raw file: %v", err)
 	}
 }
+
+// TestConcurrentReads reads a streamOptimized image from many goroutines
+// at once; run under -race it also checks the caches' locking.
+func TestConcurrentReads(t *testing.T) {
+	dir, raw := testDisk(t)
+	p := filepath.Join(dir, "so.vmdk")
+	convert(t, raw, p, "-o", "subformat=streamOptimized")
+	want := testutil.OracleRaw(t, p)
+	img, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	testutil.ConcurrentReads(t, img, want, 8, 200)
+}

@@ -1,8 +1,10 @@
 package testutil
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
@@ -105,6 +107,57 @@ func (h FileHashes) Unchanged(t testing.TB) {
 	for p, sum := range h {
 		if got := FileSHA256(t, p); got != sum {
 			t.Errorf("%s changed: sha256 %s, was %s", p, got, sum)
+		}
+	}
+}
+
+// OracleRaw is the logical disk of a container image as `qemu-img convert
+// -O raw` reads it, in memory (for small test disks).
+func OracleRaw(t testing.TB, image string, format ...string) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "oracle.raw")
+	args := []string{"convert", "-O", "raw"}
+	if len(format) > 0 {
+		args = append(args, "-f", format[0])
+	}
+	QemuImg(t, append(args, image, out)...)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(out)
+	return b
+}
+
+// ConcurrentReads has goroutines read random ranges of r at once and
+// compares each with want, the disk's expected content: readers that
+// decode blocks (decompression, table caches) must stay correct when
+// requests overlap.
+func ConcurrentReads(t testing.TB, r io.ReaderAt, want []byte, goroutines, reads int) {
+	t.Helper()
+	errc := make(chan error, goroutines)
+	for g := 0; g < goroutines; g++ {
+		go func(seed int64) {
+			rng := rand.New(rand.NewSource(seed))
+			for i := 0; i < reads; i++ {
+				n := 1 + rng.Intn(200<<10)
+				off := rng.Int63n(int64(len(want) - n))
+				buf := make([]byte, n)
+				if _, err := r.ReadAt(buf, off); err != nil {
+					errc <- err
+					return
+				}
+				if !bytes.Equal(buf, want[off:off+int64(n)]) {
+					errc <- fmt.Errorf("read %d bytes at %d: differs from the oracle", n, off)
+					return
+				}
+			}
+			errc <- nil
+		}(int64(g))
+	}
+	for g := 0; g < goroutines; g++ {
+		if err := <-errc; err != nil {
+			t.Error(err)
 		}
 	}
 }
