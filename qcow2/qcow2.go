@@ -206,7 +206,26 @@ func (img *Image) l2Entry(c int64) (uint64, error) {
 
 // ReadAt reads the logical disk. Bytes past Size give io.EOF.
 func (img *Image) ReadAt(p []byte, off int64) (int, error) {
-	return container.ReadRange(p, off, img.Size(), img.cs, img.readCluster)
+	runs := container.NewRuns(p)
+	n, err := container.ReadRange(p, off, img.Size(), img.cs, func(q []byte, c, within int64) error {
+		e, err := img.l2Entry(c)
+		if err != nil {
+			return err
+		}
+		if host, ok, err := img.standard(c, e); err != nil {
+			return err
+		} else if ok {
+			return runs.Add(img.f, int(c*img.cs+within-off), len(q), host+within)
+		}
+		if err := runs.Flush(); err != nil {
+			return err
+		}
+		return img.readCluster(q, c, within, e)
+	})
+	if ferr := runs.Flush(); ferr != nil {
+		return 0, ferr
+	}
+	return n, err
 }
 
 // l2Where is the absolute offset of guest cluster c's L2 entry, for errors.
@@ -214,11 +233,22 @@ func (img *Image) l2Where(c int64) int64 {
 	return int64(img.l1[c/img.l2n]&offsetMask) + (c%img.l2n)*8
 }
 
-func (img *Image) readCluster(p []byte, c, within int64) error {
-	e, err := img.l2Entry(c)
-	if err != nil {
-		return err
+// standard returns the host offset of guest cluster c when its entry e
+// is a plain allocated cluster, checked.
+func (img *Image) standard(c int64, e uint64) (int64, bool, error) {
+	if e&l2Compressed != 0 || e&l2ZeroFlag != 0 && img.h.Version >= 3 || e&offsetMask == 0 {
+		return 0, false, nil
 	}
+	host := int64(e & offsetMask)
+	if host%img.cs != 0 || e&^(offsetMask|1<<63|l2ZeroFlag) != 0 {
+		return 0, false, &FormatError{File: img.f.Path, Offset: img.l2Where(c), What: "L2 entry", Value: fmt.Sprintf("0x%x", e), Err: ErrCorrupt}
+	}
+	return host, true, nil
+}
+
+// readCluster reads what is not a plain allocated cluster: compressed,
+// zero, or from the backing file.
+func (img *Image) readCluster(p []byte, c, within int64, e uint64) error {
 	switch {
 	case e&l2Compressed != 0:
 		data, err := img.clusters.Load(c, func() ([]byte, error) { return img.inflate(c, e) })
@@ -230,15 +260,8 @@ func (img *Image) readCluster(p []byte, c, within int64) error {
 	case e&l2ZeroFlag != 0 && img.h.Version >= 3:
 		clear(p)
 		return nil
-	case e&offsetMask == 0:
-		return img.readBacking(p, c*img.cs+within)
 	}
-	host := int64(e & offsetMask)
-	if host%img.cs != 0 || e&^(offsetMask|1<<63|l2ZeroFlag) != 0 {
-		return &FormatError{File: img.f.Path, Offset: img.l2Where(c), What: "L2 entry", Value: fmt.Sprintf("0x%x", e), Err: ErrCorrupt}
-	}
-	_, err = img.f.ReadAt(p, host+within)
-	return err
+	return img.readBacking(p, c*img.cs+within)
 }
 
 // readBacking reads an unallocated range: from the backing file, zeros past

@@ -116,28 +116,36 @@ func (s *sparseExtent) grainEntry(g int64) (uint32, int64, error) {
 // read fills p from offset off of the extent; parent reads what the
 // extent does not hold (at the extent-relative offset given).
 func (s *sparseExtent) read(p []byte, off int64, parent func(p []byte, off int64) error) error {
-	_, err := container.ReadRange(p, off, s.capacity(), s.grainBytes, func(p []byte, g, within int64) error {
+	runs := container.NewRuns(p)
+	_, err := container.ReadRange(p, off, s.capacity(), s.grainBytes, func(q []byte, g, within int64) error {
 		e, where, err := s.grainEntry(g)
 		if err != nil {
 			return err
 		}
+		plain := e > gteZeroed || e == gteZeroed && s.h.Flags&flagZeroedGTE == 0
+		if plain && s.h.Flags&flagCompressed == 0 {
+			return runs.Add(s.f, int(g*s.grainBytes+within-off), len(q), int64(e)*sectorSize+within)
+		}
+		if err := runs.Flush(); err != nil {
+			return err
+		}
 		switch {
 		case e == 0:
-			return parent(p, g*s.grainBytes+within)
-		case e == gteZeroed && s.h.Flags&flagZeroedGTE != 0:
-			clear(p)
-			return nil
-		case s.h.Flags&flagCompressed != 0:
-			data, err := s.grainCache.Load(s.id<<40|g, func() ([]byte, error) { return s.inflate(g, e, where) })
-			if err != nil {
-				return err
-			}
-			copy(p, data[within:])
+			return parent(q, g*s.grainBytes+within)
+		case !plain:
+			clear(q)
 			return nil
 		}
-		_, err = s.f.ReadAt(p, int64(e)*sectorSize+within)
-		return err
+		data, err := s.grainCache.Load(s.id<<40|g, func() ([]byte, error) { return s.inflate(g, e, where) })
+		if err != nil {
+			return err
+		}
+		copy(q, data[within:])
+		return nil
 	})
+	if ferr := runs.Flush(); ferr != nil {
+		return ferr
+	}
 	return err
 }
 

@@ -204,3 +204,40 @@ func ReadRange(p []byte, off, size, block int64, read func(p []byte, blk, within
 	}
 	return n, nil
 }
+
+// Runs batches the reads of a request whose blocks lie one after another
+// in a file into one pread per run, so a sequential request over many
+// small clusters costs few system calls.
+type Runs struct {
+	p          []byte // the request's buffer
+	f          *File
+	start, end int   // the pending run, as indexes into p
+	host       int64 // file offset of p[start]
+}
+
+// NewRuns batches reads into p.
+func NewRuns(p []byte) *Runs { return &Runs{p: p} }
+
+// Add schedules reading p[i:i+n] from f at host, reading the pending run
+// first when this does not extend it.
+func (r *Runs) Add(f *File, i, n int, host int64) error {
+	if r.end > r.start && r.f == f && r.end == i && r.host+int64(r.end-r.start) == host {
+		r.end += n
+		return nil
+	}
+	if err := r.Flush(); err != nil {
+		return err
+	}
+	r.f, r.start, r.end, r.host = f, i, i+n, host
+	return nil
+}
+
+// Flush reads the pending run.
+func (r *Runs) Flush() error {
+	if r.end == r.start {
+		return nil
+	}
+	_, err := r.f.ReadAt(r.p[r.start:r.end], r.host)
+	r.start = r.end
+	return err
+}
