@@ -228,6 +228,42 @@ func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+var _ disk.FileRanger = (*Image)(nil)
+
+// FileRange reports when [off, off+n) is plain clusters stored one after
+// another in the image file, so a server can send them with sendfile(2).
+// It answers from cached L2 tables only, never reading, as servers ask it
+// on their request loop.
+func (img *Image) FileRange(off, n int64) (*os.File, int64, bool) {
+	if off < 0 || n <= 0 || off > img.Size()-n {
+		return nil, 0, false
+	}
+	start := int64(-1)
+	for pos := off; pos < off+n; {
+		c := pos / img.cs
+		t, ok := img.l2.Get(int64(img.l1[c/img.l2n] & offsetMask))
+		if !ok {
+			return nil, 0, false
+		}
+		e := binary.BigEndian.Uint64(t[(c%img.l2n)*8:])
+		host, ok, err := img.standard(c, e)
+		if err != nil || !ok {
+			return nil, 0, false
+		}
+		h := host + pos%img.cs
+		if start < 0 {
+			start = h
+		} else if h != start+(pos-off) {
+			return nil, 0, false
+		}
+		pos = min((c+1)*img.cs, off+n)
+	}
+	if !img.f.Contiguous(start, n) {
+		return nil, 0, false
+	}
+	return img.f.OS(), start, true
+}
+
 // l2Where is the absolute offset of guest cluster c's L2 entry, for errors.
 func (img *Image) l2Where(c int64) int64 {
 	return int64(img.l1[c/img.l2n]&offsetMask) + (c%img.l2n)*8

@@ -6,6 +6,7 @@ package vhd
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/internal/container"
@@ -176,6 +177,29 @@ func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 		_, err := img.f.ReadAt(p, int64(e)*sectorSize+img.bitmapSize+within)
 		return err
 	})
+}
+
+var _ disk.FileRanger = (*Image)(nil)
+
+// FileRange reports when [off, off+n) reads as one run of the image file
+// (any range of a fixed disk; a range within one allocated block of a
+// dynamic one), so a server can send it with sendfile(2).
+func (img *Image) FileRange(off, n int64) (*os.File, int64, bool) {
+	if off < 0 || n <= 0 || off > img.size-n {
+		return nil, 0, false
+	}
+	host := off
+	if img.bat != nil {
+		b := off / img.blockSize
+		if (off+n-1)/img.blockSize != b || img.bat[b] == batUnused {
+			return nil, 0, false
+		}
+		host = int64(img.bat[b])*sectorSize + img.bitmapSize + off%img.blockSize
+	}
+	if !img.f.Contiguous(host, n) {
+		return nil, 0, false
+	}
+	return img.f.OS(), host, true
 }
 
 // Extents reports unallocated blocks of a dynamic disk as holes and the

@@ -8,6 +8,7 @@ package vhdx
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/internal/container"
@@ -309,6 +310,36 @@ func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 		_, err := img.f.ReadAt(p, int64(e>>batOffsetShift)*mib+within)
 		return err
 	})
+}
+
+var _ disk.FileRanger = (*Image)(nil)
+
+// FileRange reports when [off, off+n) lies in present blocks stored one
+// after another in the image file, so a server can send it with
+// sendfile(2).
+func (img *Image) FileRange(off, n int64) (*os.File, int64, bool) {
+	if off < 0 || n <= 0 || off > img.size-n {
+		return nil, 0, false
+	}
+	start := int64(-1)
+	for pos := off; pos < off+n; {
+		b := pos / img.blockSize
+		e := img.bat[b]
+		if e&batStateMask != payloadFullyPresent {
+			return nil, 0, false
+		}
+		h := int64(e>>batOffsetShift)*mib + pos%img.blockSize
+		if start < 0 {
+			start = h
+		} else if h != start+(pos-off) {
+			return nil, 0, false
+		}
+		pos = min((b+1)*img.blockSize, off+n)
+	}
+	if !img.f.Contiguous(start, n) {
+		return nil, 0, false
+	}
+	return img.f.OS(), start, true
 }
 
 // Extents reports blocks that are not present as holes and the rest as

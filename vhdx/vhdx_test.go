@@ -48,6 +48,7 @@ func checkOracle(t *testing.T, path string) *Image {
 		t.Fatalf("logical disk sha256 %s, qemu-img convert gives %s", got, want)
 	}
 	checkExtents(t, img)
+	t.Logf("%d ranges mapped to a file run", testutil.CheckFileRanges(t, img))
 	before.Unchanged(t)
 	return img
 }

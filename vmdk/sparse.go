@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/internal/container"
@@ -193,6 +194,37 @@ func (s *sparseExtent) inflate(g int64, e uint32, where int64) ([]byte, error) {
 		return nil, bad("deflate", err.Error())
 	}
 	return out, nil
+}
+
+// fileRange is FileRange within the extent, from cached grain tables.
+func (s *sparseExtent) fileRange(off, n int64) (*os.File, int64, bool) {
+	if s.h.Flags&flagCompressed != 0 {
+		return nil, 0, false
+	}
+	per := int64(s.h.NumGTEsPerGT)
+	start := int64(-1)
+	for pos := off; pos < off+n; {
+		g := pos / s.grainBytes
+		t, ok := s.gtCache.Get(s.id<<40 | g/per)
+		if !ok {
+			return nil, 0, false
+		}
+		e := binary.LittleEndian.Uint32(t[(g%per)*4:])
+		if e <= gteZeroed {
+			return nil, 0, false
+		}
+		h := int64(e)*sectorSize + pos%s.grainBytes
+		if start < 0 {
+			start = h
+		} else if h != start+(pos-off) {
+			return nil, 0, false
+		}
+		pos = min((g+1)*s.grainBytes, off+n)
+	}
+	if !s.f.Contiguous(start, n) {
+		return nil, 0, false
+	}
+	return s.f.OS(), start, true
 }
 
 // kind tells how grain g (holding extent offset off) is stored.

@@ -8,6 +8,7 @@ package vmdk
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 
@@ -287,6 +288,30 @@ func (img *Image) readParent(p []byte, off int64) error {
 	}
 	_, err := img.parent.ReadAt(p[:n], off)
 	return err
+}
+
+var _ disk.FileRanger = (*Image)(nil)
+
+// FileRange reports when [off, off+n) reads as one run of one file: a
+// range of a flat extent, or uncompressed grains stored one after another
+// in a sparse extent (from cached grain tables only, never reading, as
+// servers ask on their request loop).
+func (img *Image) FileRange(off, n int64) (*os.File, int64, bool) {
+	if off < 0 || n <= 0 || off > img.size-n {
+		return nil, 0, false
+	}
+	e := img.extents[img.find(off)]
+	rel := off - e.start
+	if rel+n > e.size {
+		return nil, 0, false
+	}
+	switch {
+	case e.flat != nil:
+		return e.flat.OS(), e.flatOffset + rel, true
+	case e.sparse != nil:
+		return e.sparse.fileRange(rel, n)
+	}
+	return nil, 0, false
 }
 
 // maxExtentGrains bounds the work of one Extents call.

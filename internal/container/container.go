@@ -74,6 +74,13 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 // Close closes the file.
 func (f *File) Close() error { return f.f.Close() }
 
+// OS is the underlying read-only file, for disk.FileRanger answers.
+func (f *File) OS() *os.File { return f.f }
+
+// Contiguous checks, for a FileRange answer, that n bytes from host lie
+// inside the file.
+func (f *File) Contiguous(host, n int64) bool { return host >= 0 && n >= 0 && host <= f.Size-n }
+
 // Cache is a bounded least-recently-used map from block numbers to decoded
 // blocks (tables, decompressed grains). Its lock covers only the map: the
 // decoding happens outside it, so concurrent readers decode in parallel

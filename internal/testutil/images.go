@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/kvmify/kvmify/disk"
 	"io"
 	"math/rand"
 	"os"
@@ -160,4 +161,36 @@ func ConcurrentReads(t testing.TB, r io.ReaderAt, want []byte, goroutines, reads
 			t.Error(err)
 		}
 	}
+}
+
+// CheckFileRanges asks r for the file behind ranges across its disk and
+// checks each answer by reading that file at the offset given, against
+// r's own ReadAt. It returns how many ranges were answered.
+func CheckFileRanges(t testing.TB, r disk.Reader) int {
+	t.Helper()
+	fr, ok := r.(disk.FileRanger)
+	if !ok {
+		t.Fatalf("%T is no disk.FileRanger", r)
+	}
+	answered := 0
+	const n = 160 << 10
+	for off := int64(0); off+n <= r.Size(); off += 96 << 10 {
+		f, foff, ok := fr.FileRange(off, n)
+		if !ok {
+			continue
+		}
+		answered++
+		got := make([]byte, n)
+		if _, err := f.ReadAt(got, foff); err != nil {
+			t.Fatalf("FileRange(%d, %d) = %s at %d: %v", off, n, f.Name(), foff, err)
+		}
+		want := make([]byte, n)
+		if _, err := r.ReadAt(want, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("FileRange(%d, %d) = %s at %d, whose bytes differ from ReadAt", off, n, f.Name(), foff)
+		}
+	}
+	return answered
 }
