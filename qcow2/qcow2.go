@@ -48,7 +48,17 @@ type Image struct {
 	l2       *container.Cache // L2 tables by host offset
 	clusters *container.Cache // decompressed clusters by guest cluster
 	back     backing
-	closeMu  sync.Once
+	// inflaters reuses deflate state and input buffers across clusters:
+	// a fresh decompressor per cluster was most of the garbage a
+	// compressed image made.
+	inflaters sync.Pool
+}
+
+// inflater is a reusable deflate decompressor with its input buffer.
+type inflater struct {
+	br   bytes.Reader
+	fr   io.ReadCloser
+	comp []byte
 }
 
 var _ disk.Extenter = (*Image)(nil)
@@ -337,12 +347,26 @@ func (img *Image) inflate(c int64, e uint64) ([]byte, error) {
 	if n > img.f.Size-host {
 		n = img.f.Size - host
 	}
-	comp := make([]byte, n)
+	z, _ := img.inflaters.Get().(*inflater)
+	if z == nil {
+		z = &inflater{}
+	}
+	defer img.inflaters.Put(z)
+	if int64(cap(z.comp)) < n {
+		z.comp = make([]byte, n)
+	}
+	comp := z.comp[:n]
 	if _, err := img.f.ReadAt(comp, host); err != nil {
 		return nil, err
 	}
+	z.br.Reset(comp)
+	if z.fr == nil {
+		z.fr = flate.NewReader(&z.br)
+	} else if err := z.fr.(flate.Resetter).Reset(&z.br, nil); err != nil {
+		return nil, err
+	}
 	out := make([]byte, img.cs)
-	if _, err := io.ReadFull(flate.NewReader(bytes.NewReader(comp)), out); err != nil {
+	if _, err := io.ReadFull(z.fr, out); err != nil {
 		return nil, &FormatError{File: img.f.Path, Offset: host, What: fmt.Sprintf("compressed cluster %d (deflate)", c), Value: err.Error(), Err: ErrCorrupt}
 	}
 	return out, nil

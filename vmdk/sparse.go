@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/internal/container"
@@ -25,6 +26,15 @@ type sparseExtent struct {
 	gdOffset   int64 // bytes, for errors
 	gtCache    *container.Cache
 	grainCache *container.Cache
+	// inflaters reuses zlib state and input buffers across grains.
+	inflaters sync.Pool
+}
+
+// inflater is a reusable zlib decompressor with its input buffer.
+type inflater struct {
+	br   bytes.Reader
+	zr   io.ReadCloser
+	comp []byte
 }
 
 // markerSize is a stream marker's header: lba (8) and size (4).
@@ -168,14 +178,30 @@ func (s *sparseExtent) inflate(g int64, e uint32, where int64) ([]byte, error) {
 	if size == 0 || size > 2*s.grainBytes+sectorSize {
 		return nil, bad("marker size", size)
 	}
-	comp := make([]byte, size)
+	z, _ := s.inflaters.Get().(*inflater)
+	if z == nil {
+		z = &inflater{}
+	}
+	defer s.inflaters.Put(z)
+	if int64(cap(z.comp)) < size {
+		z.comp = make([]byte, size)
+	}
+	comp := z.comp[:size]
 	if _, err := s.f.ReadAt(comp, off+markerSize); err != nil {
 		return nil, err
 	}
-	zr, err := zlib.NewReader(bytes.NewReader(comp))
+	z.br.Reset(comp)
+	var err error
+	if z.zr == nil {
+		z.zr, err = zlib.NewReader(&z.br)
+	} else {
+		err = z.zr.(zlib.Resetter).Reset(&z.br, nil)
+	}
 	if err != nil {
+		z.zr = nil // a failed NewReader leaves nothing to reuse
 		return nil, bad("zlib header", err.Error())
 	}
+	zr := z.zr
 	out := make([]byte, s.grainBytes)
 	n, err := io.ReadFull(zr, out)
 	// The last grain may hold only what lies within the capacity.
