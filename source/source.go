@@ -12,6 +12,10 @@ import (
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/ewf"
+	"github.com/kvmify/kvmify/qcow2"
+	"github.com/kvmify/kvmify/vhd"
+	"github.com/kvmify/kvmify/vhdx"
+	"github.com/kvmify/kvmify/vmdk"
 	"github.com/kvmify/kvmify/nbdclient"
 	"github.com/kvmify/kvmify/splitraw"
 )
@@ -60,13 +64,13 @@ func readerFor(k Kind) opener {
 	case KindEWF:
 		return adapt(ewf.Open)
 	case KindVHD:
-		return nil // adapt(vhd.Open)
+		return adapt(vhd.Open)
 	case KindVHDX:
-		return nil // adapt(vhdx.Open)
+		return adapt(vhdx.Open)
 	case KindVMDK:
-		return nil // adapt(vmdk.Open)
+		return adapt(vmdk.Open)
 	case KindQCOW2:
-		return nil // adapt(qcow2.Open)
+		return adapt(qcow2.Open)
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package source_test
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -65,20 +64,27 @@ func TestContainersAreRecognisedByContent(t *testing.T) {
 				t.Fatalf("qemu-img %v: %v\n%s", args, err, b)
 			}
 			im, err := source.Open(out)
-			if err == nil {
-				defer im.Close()
-				if im.Format() != tc.kind {
-					t.Fatalf("format %q, want %q", im.Format(), tc.kind)
-				}
-				got := readAll(t, im)
-				want, _ := os.ReadFile(raw)
-				if sha256.Sum256(got) != sha256.Sum256(want) {
-					t.Fatal("bytes differ from the raw disk")
-				}
-				return
+			if err != nil {
+				t.Fatalf("open: %v", err)
 			}
-			if !errors.Is(err, source.ErrNotBuiltIn) || !strings.Contains(err.Error(), tc.kind) {
-				t.Fatalf("open: %v; want %s recognised", err, tc.kind)
+			defer im.Close()
+			if f := im.Format(); f != tc.kind && !strings.HasPrefix(f, tc.kind+"/") {
+				t.Fatalf("format %q, want %q", f, tc.kind)
+			}
+			// The oracle is qemu-img's own reading of the container (a VHD's
+			// size rounds up to its CHS geometry, so it is not the raw file).
+			qfmt := map[string]string{"vhd": "vpc"}[tc.kind]
+			if qfmt == "" {
+				qfmt = tc.kind
+			}
+			oracle := filepath.Join(sub, "oracle.raw")
+			if b, err := exec.Command(qemuImg, "convert", "-f", qfmt, "-O", "raw", out, oracle).CombinedOutput(); err != nil {
+				t.Fatalf("qemu-img convert to raw: %v\n%s", err, b)
+			}
+			got := readAll(t, im)
+			want, _ := os.ReadFile(oracle)
+			if sha256.Sum256(got) != sha256.Sum256(want) {
+				t.Fatalf("bytes differ from qemu-img's reading (%d vs %d bytes)", len(got), len(want))
 			}
 		})
 	}
@@ -125,15 +131,12 @@ func TestSplitContainerIsNotSplitRaw(t *testing.T) {
 	}
 	writeRandom(t, filepath.Join(dir, "disk.002"), 1000)
 	im, err := source.Open(p)
-	if err == nil {
-		defer im.Close()
-		if im.Format() != "qcow2" {
-			t.Fatalf("format %q", im.Format())
-		}
-		return
-	}
-	if !errors.Is(err, source.ErrNotBuiltIn) {
+	if err != nil {
 		t.Fatal(err)
+	}
+	defer im.Close()
+	if im.Format() != "qcow2" {
+		t.Fatalf("format %q", im.Format())
 	}
 }
 

@@ -37,10 +37,33 @@ func containerSets(t *testing.T, img string) (open map[string]string, inputs []s
 	segs, _ := filepath.Glob(prefix + "*")
 	open["split"] = prefix + "001"
 	inputs = append(inputs, segs...)
+	qemuImg := testutil.RequireTool(t, "qemu-img")
+	for name, args := range vmFormats {
+		out := filepath.Join(dir, name+".img")
+		cmd := append(append([]string{"convert", "-f", "raw"}, args...), img, out)
+		if b, err := exec.Command(qemuImg, cmd...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v\n%s", cmd, err, b)
+		}
+		open[name] = out
+		inputs = append(inputs, out)
+	}
 	for _, p := range inputs {
 		os.Chmod(p, 0o444)
 	}
 	return open, inputs
+}
+
+// vmFormats are the VM image formats the tests make with qemu-img from a
+// raw disk. The VHDs are forced to the raw disk's exact size (a VHD's size
+// otherwise rounds up to a CHS geometry).
+var vmFormats = map[string][]string{
+	"qcow2":       {"-O", "qcow2"},
+	"qcow2-c":     {"-O", "qcow2", "-c"},
+	"vhd":         {"-O", "vpc", "-o", "force_size=on"},
+	"vhd-fixed":   {"-O", "vpc", "-o", "subformat=fixed,force_size=on"},
+	"vhdx":        {"-O", "vhdx"},
+	"vmdk":        {"-O", "vmdk"},
+	"vmdk-stream": {"-O", "vmdk", "-o", "subformat=streamOptimized"},
 }
 
 // inspectJSON runs inspect --json and drops the fields that name the
@@ -57,8 +80,8 @@ func inspectJSON(t *testing.T, bin, img string) (string, map[string]any) {
 	return format, rep
 }
 
-// TestContainersServeLikeTheRawDisk checks, for E01 and split raw sets made
-// from a Windows-like disk, that inspect reports what it reports for the
+// TestContainersServeLikeTheRawDisk checks, for E01 and split raw sets and
+// qcow2, VHD, VHDX and VMDK images made from a Windows-like disk, that inspect reports what it reports for the
 // raw disk (plus the container's format), that export --no-patch writes
 // the raw disk byte for byte and the patched export equals the raw disk's
 // patched export, that verify checks the E01 digests, and that no input
@@ -73,9 +96,11 @@ func TestContainersServeLikeTheRawDisk(t *testing.T) {
 	}
 	rawSum := before[img]
 	_, rawInspect := inspectJSON(t, bin, img)
-	wantFormat := map[string]string{"raw": "raw", "e01-fast": "ewf", "e01-best": "ewf", "split": "split-raw"}
+	wantFormat := map[string]string{"raw": "raw", "e01-fast": "ewf", "e01-best": "ewf", "split": "split-raw",
+		"qcow2": "qcow2", "qcow2-c": "qcow2", "vhd": "vhd/dynamic", "vhd-fixed": "vhd/fixed", "vhdx": "vhdx",
+		"vmdk": "vmdk/monolithicSparse", "vmdk-stream": "vmdk/streamOptimized"}
 	var rawPatched string
-	for _, name := range []string{"raw", "e01-fast", "e01-best", "split"} {
+	for _, name := range []string{"raw", "e01-fast", "e01-best", "split", "qcow2", "qcow2-c", "vhd", "vhd-fixed", "vhdx", "vmdk", "vmdk-stream"} {
 		t.Run(name, func(t *testing.T) {
 			path := open[name]
 			format, rep := inspectJSON(t, bin, path)
@@ -305,5 +330,47 @@ func TestE01MountsLikeTheRawDisk(t *testing.T) {
 		if testutil.FileSHA256(t, p) != s {
 			t.Fatalf("%s changed", p)
 		}
+	}
+}
+
+// TestTruncatedVHDXIsNamed: a VHDX cut short is an error naming the file,
+// from verify, export and serve alike, never different bytes; the intact
+// image verifies.
+func TestTruncatedVHDXIsNamed(t *testing.T) {
+	bin := testutil.BuildKvmify(t)
+	qemuImg := testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	b := make([]byte, 24<<20)
+	for i := range b {
+		b[i] = byte(i*7 + i>>12)
+	}
+	os.WriteFile(raw, b, 0o644)
+	img := filepath.Join(dir, "disk.vhdx")
+	if out, err := exec.Command(qemuImg, "convert", "-f", "raw", "-O", "vhdx", raw, img).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out := string(run(t, bin, "verify", img)); !strings.Contains(out, "structure") || !strings.Contains(out, "ok") {
+		t.Fatalf("verify of an intact VHDX:\n%s", out)
+	}
+	fi, _ := os.Stat(img)
+	if err := os.Truncate(img, fi.Size()*2/3); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(img, 0o444)
+	sum := testutil.FileSHA256(t, img)
+	for _, args := range [][]string{
+		{"verify", img},
+		{"export", "--no-patch", "--ephemeral", img, filepath.Join(dir, "out.raw")},
+	} {
+		if msg := runFail(t, bin, args...); !strings.Contains(msg, img) {
+			t.Errorf("%s: the error does not name %s:\n%s", args[0], img, msg)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out.raw")); err == nil {
+		t.Error("a failed export left OUT behind")
+	}
+	if testutil.FileSHA256(t, img) != sum {
+		t.Fatal("the image changed")
 	}
 }
