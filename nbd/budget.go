@@ -3,22 +3,40 @@ package nbd
 import (
 	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
-// byteBudget is a counting semaphore on bytes that bounds the payload memory
-// a connection holds; the request reader blocks in acquire, which pushes back
-// on the client instead of buffering without limit.
+// byteBudget is a counting semaphore on bytes that bounds what one
+// connection buffers: every request is charged before it is read or served
+// and its reply gives the charge back once written. The request reader
+// blocks in acquire, which pushes back on the client instead of buffering
+// without limit.
 type byteBudget struct {
 	mu    sync.Mutex
 	cond  sync.Cond
+	limit int64
 	avail int64
 }
 
 func (b *byteBudget) init(n int64) {
+	b.limit = n
 	b.avail = n
 	b.cond.L = &b.mu
 }
 
+// tryAcquire takes n bytes if they are free now.
+func (b *byteBudget) tryAcquire(n int64) bool {
+	b.mu.Lock()
+	ok := b.avail >= n
+	if ok {
+		b.avail -= n
+	}
+	b.mu.Unlock()
+	return ok
+}
+
+// acquire waits until n bytes are free and takes them; n must not exceed
+// the limit.
 func (b *byteBudget) acquire(n int64) {
 	b.mu.Lock()
 	for b.avail < n {
@@ -35,6 +53,28 @@ func (b *byteBudget) release(n int64) {
 	b.cond.Broadcast()
 }
 
+// sharedBudget is the server-wide byte budget that every connection's
+// charges also come from. It never blocks: a connection that finds it spent
+// serves its request directly (serveDirect) instead of waiting for other
+// connections, whose clients may never read their replies.
+type sharedBudget struct {
+	avail atomic.Int64
+}
+
+func (b *sharedBudget) tryTake(n int64) bool {
+	for {
+		a := b.avail.Load()
+		if a < n {
+			return false
+		}
+		if b.avail.CompareAndSwap(a, a-n) {
+			return true
+		}
+	}
+}
+
+func (b *sharedBudget) give(n int64) { b.avail.Add(n) }
+
 // bufPool hands out payload buffers in power-of-two size classes with room
 // for a reply header in front, so steady-state requests allocate nothing.
 type bufPool struct {
@@ -45,6 +85,15 @@ const (
 	minClass = 12 // 4 KiB
 	maxClass = 25 // 32 MiB == MaxBlockSize
 )
+
+// bufSize is the size of the buffer get(n) returns, headroom aside.
+func bufSize(n int) int64 {
+	k := minClass
+	if n > 1<<minClass {
+		k = bits.Len(uint(n - 1))
+	}
+	return 1 << k
+}
 
 // get returns a buffer of length headroom+n; n must be at most MaxBlockSize.
 func (p *bufPool) get(n int) *[]byte {
