@@ -10,11 +10,12 @@ import (
 
 // Stall timeouts (Limits.PayloadTimeout, Limits.ReplyTimeout) are socket
 // deadlines. Moving a deadline costs a timer update, so one is set for 1.5
-// times the timeout and moved only once less than the timeout remains: a
-// stalled transfer is then dropped after between one and one and a half
-// timeouts, and a busy connection updates its timers a few times a minute,
-// not once per request. A transfer that runs into the deadline having made
-// progress is given another.
+// times the timeout T and moved only once less than T remains: a busy
+// connection updates its timers a few times a minute, not once per request.
+// A transfer that runs into the deadline having made progress since it was
+// set is given another, so a stalled one is dropped at least T and at most
+// 3T (1.5T of progress that stopped just before the deadline, then 1.5T
+// more) after its last byte.
 
 // deadlineSlack is how far past the timeout a deadline is set.
 const deadlineSlack = 2 // the deadline is timeout + timeout/deadlineSlack

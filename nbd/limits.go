@@ -31,17 +31,16 @@ type Limits struct {
 	// it is refused during negotiation with NBD_REP_ERR_POLICY and a
 	// message. Zero means DefaultMaxConnections.
 	MaxConnections int
-	// PayloadTimeout closes a connection whose WRITE payload (or the rest of
-	// one) makes no progress for this long (up to half as long again, which
-	// spares the hot path a timer update per request). Zero means
-	// DefaultPayloadTimeout. An idle connection between requests is never
-	// timed out.
+	// PayloadTimeout closes a connection whose WRITE payload stops
+	// arriving: no byte of it for at least this long (at most three times
+	// as long; see deadline.go for why not exactly), which also frees what
+	// the connection holds. Zero means DefaultPayloadTimeout. A connection
+	// idle between requests is never timed out.
 	PayloadTimeout time.Duration
-	// ReplyTimeout closes a connection whose client takes no reply bytes
-	// for this long (up to half as long again) while replies wait for the
-	// socket, which also frees what they hold. Under TLS any reply write
-	// that runs into it closes the connection. Zero means
-	// DefaultReplyTimeout.
+	// ReplyTimeout likewise closes a connection whose client takes no
+	// reply bytes while replies wait for the socket. Under TLS a reply write
+	// that runs into it closes the connection even if it made progress.
+	// Zero means DefaultReplyTimeout.
 	ReplyTimeout time.Duration
 }
 

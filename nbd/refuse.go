@@ -17,8 +17,8 @@ const maxRefusedOptions = 16
 
 // refuse answers a connection over the MaxConnections limit: it greets the
 // client like any other so that the client can be told why, answers every
-// option with NBD_REP_ERR_POLICY and a message until the client asks for an
-// export or gives up, and closes. It buffers little and keeps the
+// option with NBD_REP_ERR_POLICY and a message until the client gives up,
+// and closes. It buffers little and keeps the
 // connection for at most refuseTimeout.
 func (c *conn) refuse() {
 	c.raw.SetDeadline(time.Now().Add(min(refuseTimeout, c.srv.handshakeTimeout())))
@@ -54,7 +54,9 @@ func (c *conn) refuse() {
 			c.optReply(opt, repAck, nil)
 			return
 		}
-		if !c.optReply(opt, repErrPolicy, msg) || opt == optGo || opt == optInfo {
+		// After GO is refused, clients send ABORT: closing before it
+		// would make them report the broken pipe instead of the message.
+		if !c.optReply(opt, repErrPolicy, msg) {
 			return
 		}
 	}
