@@ -34,6 +34,7 @@ type serveOptions struct {
 	TLSKey      string
 	TLSRequired bool
 	ExportName  string
+	limits      nbdLimitFlags
 }
 
 func newServeCmd() *cobra.Command {
@@ -66,6 +67,8 @@ then served directly and no overlay is created.
 --tls-cert/--tls-key enable NBD STARTTLS (TLS 1.3); --tls-required refuses
 clients that do not upgrade.
 
+` + nbdLimitsHelp + `
+
 kvmify serves until interrupted (Ctrl-C or SIGTERM); it then answers the
 requests in flight, flushes the overlay and exits.
 
@@ -76,6 +79,7 @@ Exit status: 0 success (stopped by a signal), 1 failure or refusal, 2 usage erro
 		},
 	}
 	opts.patch.register(cmd.Flags())
+	opts.limits.register(cmd.Flags())
 	f := cmd.Flags()
 	f.StringVar(&opts.Unix, "unix", "", "unix socket path (default kvmify-<image name>.nbd.sock in $XDG_RUNTIME_DIR or the temp dir)")
 	f.StringVar(&opts.Listen, "listen", "", "serve TCP on this address, e.g. 127.0.0.1 or [::]:10809 (default port 10809)")
@@ -89,6 +93,9 @@ Exit status: 0 success (stopped by a signal), 1 failure or refusal, 2 usage erro
 
 func (o *serveOptions) check() error {
 	if err := o.patch.check(); err != nil {
+		return err
+	}
+	if err := o.limits.check(); err != nil {
 		return err
 	}
 	if o.Unix != "" && o.Listen != "" {
@@ -134,6 +141,7 @@ func runServe(ctx context.Context, opts serveOptions, args []string, stdout, std
 			Name: opts.ExportName, Description: "kvmify " + image, Backend: backend, ReadOnly: opts.ReadOnly}},
 		TLSConfig:   tlsConfig,
 		TLSRequired: opts.TLSRequired,
+		Limits:      opts.limits.limits(),
 	}
 	printServeHelp(stderr, image, what, uri, tlsConfig != nil, opts.ReadOnly)
 	fmt.Fprintln(stdout, uri.String())
