@@ -38,16 +38,25 @@ func (f *nbdLimitFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.ReplyTimeout, "reply-timeout", nbd.DefaultReplyTimeout, "disconnect a client that takes no reply data for this long")
 }
 
+// check refuses limits that make no sense; zero values (options built
+// without the flags) mean the server's defaults.
 func (f *nbdLimitFlags) check() error {
+	mem, conn := f.MemoryMiB, f.ConnMemoryMiB
+	if mem == 0 {
+		mem = nbd.DefaultMemory >> 20
+	}
+	if conn == 0 {
+		conn = nbd.DefaultConnMemory >> 20
+	}
 	switch {
-	case f.MaxConnections < 1:
-		return usagef("--max-connections must be at least 1")
-	case f.MemoryMiB < 1 || f.MemoryMiB > 1<<30:
+	case f.MaxConnections < 0:
+		return usagef("--max-connections must not be negative (0 means the default)")
+	case mem < 1 || mem > 1<<30:
 		return usagef("--memory-limit must be between 1 and %d MiB", 1<<30)
-	case f.ConnMemoryMiB < 1 || f.ConnMemoryMiB > f.MemoryMiB:
+	case conn < 1 || conn > mem:
 		return usagef("--conn-memory-limit must be between 1 MiB and --memory-limit")
-	case f.PayloadTimeout <= 0 || f.ReplyTimeout <= 0:
-		return usagef("--payload-timeout and --reply-timeout must be positive")
+	case f.PayloadTimeout < 0 || f.ReplyTimeout < 0:
+		return usagef("--payload-timeout and --reply-timeout must not be negative (0 means the default)")
 	}
 	return nil
 }
@@ -55,6 +64,7 @@ func (f *nbdLimitFlags) check() error {
 // limits gives the flags as the server's options.
 func (f *nbdLimitFlags) limits() nbd.Limits {
 	return nbd.Limits{
+		// Zero fields are the server's defaults.
 		MaxConnections: f.MaxConnections,
 		Memory:         f.MemoryMiB << 20,
 		ConnMemory:     f.ConnMemoryMiB << 20,
