@@ -16,8 +16,9 @@ import (
 )
 
 type mountOptions struct {
-	patch    patchFlags
-	ReadOnly bool
+	patch      patchFlags
+	ReadOnly   bool
+	AllowOther bool
 }
 
 func newMountCmd() *cobra.Command {
@@ -36,7 +37,9 @@ func newMountCmd() *cobra.Command {
 Use it with: qemu-system-x86_64 -drive file=DIR/disk.img,format=raw,cache=none
 The overlay and boot-fix flags are those of 'kvmify serve'. kvmify stays in the
 foreground and unmounts on Ctrl-C or SIGTERM. A dead mount left at DIR by a
-killed process is reported with the command that clears it.
+killed process is reported with the command that clears it. Only the user who
+mounts can use the mount unless --allow-other; then others may read, and only
+the owner may write disk.img (the kernel checks the modes shown).
 
 Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 		Args: exactArgs(2),
@@ -46,6 +49,7 @@ Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 	}
 	opts.patch.register(cmd.Flags())
 	cmd.Flags().BoolVar(&opts.ReadOnly, "read-only", false, "make disk.img read-only")
+	cmd.Flags().BoolVar(&opts.AllowOther, "allow-other", false, "let other users (e.g. a QEMU running as another user) use the mount, as the files' modes allow: read-only for them")
 	return cmd
 }
 
@@ -63,7 +67,7 @@ func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.W
 	if err != nil {
 		return err
 	}
-	m, err := fusemount.New(dir, fusemount.Options{Disk: v.ov, ReadOnly: opts.ReadOnly, Files: files, FsName: "kvmify:" + image})
+	m, err := fusemount.New(dir, fusemount.Options{Disk: v.ov, ReadOnly: opts.ReadOnly, Files: files, FsName: "kvmify:" + image, AllowOther: opts.AllowOther})
 	if err != nil {
 		return err
 	}
