@@ -178,18 +178,9 @@ func (w *qcowWriter) finish() error {
 		w.next++
 	}
 
-	// The refcount blocks and table count themselves too: grow them until
-	// they cover every cluster including their own.
 	used := w.next
-	total, blocks, tables := used, int64(0), int64(0)
-	for {
-		blocks = (total + refcountsPerBlock - 1) / refcountsPerBlock
-		tables = (blocks*8 + clusterSize - 1) / clusterSize
-		if used+blocks+tables == total {
-			break
-		}
-		total = used + blocks + tables
-	}
+	blocks, tables := refcountLayout(used)
+	total := used + blocks + tables
 	rtable := make([]byte, tables*clusterSize)
 	for i := range blocks {
 		clear(table)
@@ -222,6 +213,21 @@ func (w *qcowWriter) finish() error {
 		return fmt.Errorf("writing %s at byte 0: %w", w.f.Name(), err)
 	}
 	return nil
+}
+
+// refcountLayout gives how many refcount blocks and refcount table
+// clusters an image of used clusters needs, placed after them: they count
+// themselves too, so they grow until they cover every cluster.
+func refcountLayout(used int64) (blocks, tables int64) {
+	total := used
+	for {
+		blocks = (total + refcountsPerBlock - 1) / refcountsPerBlock
+		tables = (blocks*8 + clusterSize - 1) / clusterSize
+		if used+blocks+tables == total {
+			return blocks, tables
+		}
+		total = used + blocks + tables
+	}
 }
 
 func (w *qcowWriter) writeCluster(c int64, b []byte) error {
