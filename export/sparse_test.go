@@ -269,5 +269,3 @@ func TestKilledExportLeavesNothing(t *testing.T) {
 		t.Fatal("source changed")
 	}
 }
-
-
