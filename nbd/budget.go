@@ -12,45 +12,57 @@ import (
 // blocks in acquire, which pushes back on the client instead of buffering
 // without limit.
 type byteBudget struct {
-	mu    sync.Mutex
-	cond  sync.Cond
-	limit int64
-	avail int64
+	limit   int64
+	avail   atomic.Int64
+	waiting atomic.Int32 // acquire calls asleep on cond
+	mu      sync.Mutex
+	cond    sync.Cond
 }
 
 func (b *byteBudget) init(n int64) {
 	b.limit = n
-	b.avail = n
+	b.avail.Store(n)
 	b.cond.L = &b.mu
 }
 
-// tryAcquire takes n bytes if they are free now.
+// tryAcquire takes n bytes if they are free now. It is lock-free: it runs
+// for every request.
 func (b *byteBudget) tryAcquire(n int64) bool {
-	b.mu.Lock()
-	ok := b.avail >= n
-	if ok {
-		b.avail -= n
+	for {
+		a := b.avail.Load()
+		if a < n {
+			return false
+		}
+		if b.avail.CompareAndSwap(a, a-n) {
+			return true
+		}
 	}
-	b.mu.Unlock()
-	return ok
 }
 
 // acquire waits until n bytes are free and takes them; n must not exceed
 // the limit.
 func (b *byteBudget) acquire(n int64) {
+	if b.tryAcquire(n) {
+		return
+	}
 	b.mu.Lock()
-	for b.avail < n {
+	// Announced before trying again, so a release that comes after the
+	// failed try sees a waiter and wakes it.
+	b.waiting.Add(1)
+	for !b.tryAcquire(n) {
 		b.cond.Wait()
 	}
-	b.avail -= n
+	b.waiting.Add(-1)
 	b.mu.Unlock()
 }
 
 func (b *byteBudget) release(n int64) {
-	b.mu.Lock()
-	b.avail += n
-	b.mu.Unlock()
-	b.cond.Broadcast()
+	b.avail.Add(n)
+	if b.waiting.Load() > 0 {
+		b.mu.Lock()
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	}
 }
 
 // sharedBudget is the server-wide byte budget that every connection's
