@@ -254,7 +254,9 @@ func TestPipelineMemoryBounded(t *testing.T) {
 	grew := peak - c.readyRSS
 	t.Logf("N=%d: %d requests, server RSS %d KiB at start, peak %d KiB (+%d KiB; connection budget %d KiB)",
 		n, len(reqs), c.readyRSS, peak, grew, limits.ConnMemory>>10)
-	if grew > limits.ConnMemory>>10+memSlackKB {
+	if raceEnabled {
+		t.Log("race detector on: its shadow memory makes RSS no measure of the server's")
+	} else if grew > limits.ConnMemory>>10+memSlackKB {
 		t.Errorf("server RSS grew by %d KiB, more than the connection budget %d KiB + %d KiB", grew, limits.ConnMemory>>10, memSlackKB)
 	}
 	if testutil.FileSHA256(t, img) != sum {
@@ -310,7 +312,7 @@ func TestPinningConnectionsBounded(t *testing.T) {
 	}
 	// The pinners' requests are in once the budget is spent; wait for the
 	// server to have taken them (bounded), then measure with them held.
-	waitFor(t, func() bool { return c.peakKB(t)-c.readyRSS > limits.Memory>>10*3/4 })
+	waitFor(t, func() bool { return c.peakKB(t)-c.readyRSS > limits.Memory>>10*3/4 || raceEnabled })
 	out := run(t, qemuImg, "compare", "-f", "raw", "-F", "raw", img, unixURI(c.sock))
 	if !strings.Contains(string(out), "Images are identical") {
 		t.Fatalf("qemu-img compare: %s", out)
@@ -323,7 +325,9 @@ func TestPinningConnectionsBounded(t *testing.T) {
 	grew := peak - c.readyRSS
 	t.Logf("%d pinning connections asking for %d MiB: server RSS %d KiB at start, peak %d KiB (+%d KiB; server budget %d KiB)",
 		pinners, pinners*2*MaxBlockSize>>20, c.readyRSS, peak, grew, limits.Memory>>10)
-	if grew > limits.Memory>>10+memSlackKB {
+	if raceEnabled {
+		t.Log("race detector on: its shadow memory makes RSS no measure of the server's")
+	} else if grew > limits.Memory>>10+memSlackKB {
 		t.Errorf("server RSS grew by %d KiB, more than the server budget %d KiB + %d KiB", grew, limits.Memory>>10, memSlackKB)
 	}
 }
