@@ -34,6 +34,13 @@ func (m *rwMemDisk) WriteAt(p []byte, off int64) (int, error) {
 
 func (m *rwMemDisk) Size() int64 { return int64(len(m.b)) }
 
+// head returns the disk's first n bytes.
+func (m *rwMemDisk) head(n int) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return string(m.b[:n])
+}
+
 // nobody is the uid and gid another local user runs as in these tests.
 const nobody = "65534"
 
@@ -96,8 +103,8 @@ func TestOtherUserCannotWrite(t *testing.T) {
 	if ok || !strings.Contains(out, "Permission denied") {
 		t.Fatalf("another user wrote disk.img (or failed for another reason): %s", out)
 	}
-	if string(d.b[:8]) != "original" {
-		t.Fatalf("disk changed by another user: %q", d.b[:8])
+	if h := d.head(8); h != "original" {
+		t.Fatalf("disk changed by another user: %q", h)
 	}
 	// The owner still may.
 	if out, err := exec.Command("/bin/sh", "-c", strings.ReplaceAll(writeCmd, "%s", img)).CombinedOutput(); err != nil {
@@ -116,7 +123,7 @@ func TestOtherUserShutOutByDefault(t *testing.T) {
 			t.Fatalf("another user without --allow-other: %s", out)
 		}
 	}
-	if string(d.b[:8]) != "original" {
-		t.Fatalf("disk changed by another user: %q", d.b[:8])
+	if h := d.head(8); h != "original" {
+		t.Fatalf("disk changed by another user: %q", h)
 	}
 }
