@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // Reader is a fixed-size, randomly readable disk.
@@ -66,6 +67,7 @@ type Source struct {
 	f    *os.File
 	size int64
 	dev  bool
+	abs  string   // absolute path, for InputFiles
 	runs runCache // the allocation run Extents found last
 }
 
@@ -81,7 +83,12 @@ func OpenSource(path string) (*Source, error) {
 		f.Close()
 		return nil, err
 	}
-	s := &Source{f: f}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s := &Source{f: f, abs: abs}
 	switch {
 	case fi.Mode().IsRegular():
 		s.size = fi.Size()
@@ -114,6 +121,10 @@ func (s *Source) Name() string { return s.f.Name() }
 // File gives the underlying read-only file, for identity checks (stat) and
 // fingerprinting.
 func (s *Source) File() *os.File { return s.f }
+
+// InputFiles lists the absolute path of every file the source reads (here
+// the one image file), so a caller can refuse to write over any of them.
+func (s *Source) InputFiles() []string { return []string{s.abs} }
 
 // IsBlockDevice reports whether the source is a block device.
 func (s *Source) IsBlockDevice() bool { return s.dev }

@@ -105,6 +105,10 @@ func (m *Mount) Wait() { m.server.Wait() }
 // Unmount detaches the file system; it fails while files are open.
 func (m *Mount) Unmount() error { return m.server.Unmount() }
 
+// CheckMountPoint checks dir as New would, without mounting, so a caller
+// can refuse a bad mount point before creating anything else.
+func CheckMountPoint(dir string) error { return checkMountPoint(dir) }
+
 // checkMountPoint gives a useful message for the mistakes users make most: a
 // missing directory, a non-empty one, and a stale mount of a process that
 // died.

@@ -9,6 +9,7 @@ import "math/bits"
 type blockMap struct {
 	pages [][]uint32
 	count int // entries that are not valueUnmapped
+	data  int // entries that name a slot
 }
 
 const (
@@ -63,6 +64,12 @@ func (m *blockMap) set(v int64, val uint32) {
 		m.count++
 	case old != valueUnmapped && val == valueUnmapped:
 		m.count--
+	}
+	if old >= valueSlotBase {
+		m.data--
+	}
+	if val >= valueSlotBase {
+		m.data++
 	}
 	pg[v&pageMask] = val
 }

@@ -22,6 +22,22 @@ type Options struct {
 	// SourcePath is the source image's path; an overlay path naming the
 	// same file is refused.
 	SourcePath string
+	// AcceptGeneration accepts an older commit when the newest is damaged
+	// (see CommitError): the overlay opens at that generation if its root
+	// and map record are intact and every block it references passes its
+	// checksum, and both commit roots are then rewritten. The writes of
+	// later generations are given up. 0 accepts nothing.
+	AcceptGeneration uint64
+	// FullHash makes a new overlay record the sha256 of the whole source
+	// (read once, in full) besides the sampled fingerprint, and makes
+	// opening an existing one check the source against it; an overlay
+	// created without it is refused, as it cannot be checked.
+	FullHash bool
+	// OnDataError, if set, is called with each stored block found failing
+	// its checksum (once per block and slot), besides the read that found
+	// it failing with that error: an NBD client sees only EIO, so a server
+	// passes it to its log. It must not call back into the Overlay.
+	OnDataError func(*DataError)
 }
 
 // Extent is a byte range of the disk that differs from the source: it holds
@@ -39,12 +55,14 @@ type Overlay struct {
 	base      disk.Reader
 	size      int64
 	bs        int
+	spb       int // checksums per block
 	nblocks   int64
 	ephemeral bool
 
 	mu     sync.RWMutex // guards the fields below; never held across I/O
 	bmap   *blockMap
 	slots  *slotAllocator
+	sums   []uint32 // CRC-32C of each sumSize bytes of each slot, spb per slot
 	meta   map[string][]byte
 	gen    uint64
 	closed bool
@@ -54,6 +72,9 @@ type Overlay struct {
 	flushMu sync.Mutex   // one commit at a time
 	stripes [lockStripes]sync.RWMutex
 	bufs    sync.Pool
+
+	onDataError func(*DataError)
+	reported    sync.Map // [2]int64{block, slot} already passed to onDataError
 }
 
 // lockStripes is the number of per-block locks blocks are hashed onto.
@@ -85,14 +106,26 @@ func Open(path string, base disk.Reader, opts Options) (*Overlay, error) {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
 	if opts.Ephemeral {
-		return openEphemeral(base, size, fp)
+		o, err := openEphemeral(base, size, fp)
+		if o != nil {
+			o.onDataError = opts.OnDataError
+		}
+		return o, err
+	}
+	var full *[32]byte
+	if opts.FullHash {
+		sum, err := SourceSHA256(base)
+		if err != nil {
+			return nil, fmt.Errorf("overlay: %w", err)
+		}
+		full = &sum
 	}
 	if err := checkNotSource(path, base, opts.SourcePath); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := create(path, size, fp); err != nil {
+		if err := create(path, size, fp, full); err != nil {
 			return nil, fmt.Errorf("overlay: creating %s: %w", path, err)
 		}
 		f, err = os.OpenFile(path, os.O_RDWR, 0)
@@ -100,7 +133,7 @@ func Open(path string, base disk.Reader, opts Options) (*Overlay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
-	o, err := openExisting(f, path, base, size, fp, opts.SourcePath)
+	o, err := openExisting(f, path, base, size, fp, full, opts)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -108,43 +141,97 @@ func Open(path string, base disk.Reader, opts Options) (*Overlay, error) {
 	return o, nil
 }
 
-func openExisting(f *os.File, path string, base disk.Reader, size int64, fp [32]byte, sourcePath string) (*Overlay, error) {
+func openExisting(f *os.File, path string, base disk.Reader, size int64, fp [32]byte, full *[32]byte, opts Options) (*Overlay, error) {
+	st, fileSize, err := lockAndLoad(f, path, loadOptions{accept: opts.AcceptGeneration})
+	if err != nil {
+		return nil, err
+	}
+	if int64(st.hdr.SourceSize) != size || st.hdr.Fingerprint != fp {
+		return nil, fmt.Errorf("%w: overlay %s was made for a source of %d bytes with sample fingerprint %x, but source %s has %d bytes and sample fingerprint %x",
+			ErrSourceMismatch, path, st.hdr.SourceSize, st.hdr.Fingerprint, sourceName(base, opts.SourcePath), size, fp)
+	}
+	if full != nil {
+		if st.hdr.Flags&flagFullHash == 0 {
+			return nil, fmt.Errorf("overlay %s records no full sha256 of its source (it was created without one), so the source cannot be checked in full", path)
+		}
+		if *full != st.hdr.SourceSHA256 {
+			return nil, fmt.Errorf("%w: overlay %s was made for a source whose sha256 is %x, but source %s has sha256 %x",
+				ErrSourceMismatch, path, st.hdr.SourceSHA256, sourceName(base, opts.SourcePath), *full)
+		}
+	}
+	o := newOverlay(f, path, base, size, int(st.hdr.BlockSize))
+	o.onDataError = opts.OnDataError
+	if err := o.adopt(st, fileSize); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// lockAndLoad takes the overlay's lock and loads its committed state.
+func lockAndLoad(f *os.File, path string, lo loadOptions) (*loaded, int64, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("overlay %s: %w", path, ErrLocked)
+			return nil, 0, fmt.Errorf("overlay %s: %w", path, ErrLocked)
 		}
-		return nil, fmt.Errorf("overlay %s: lock: %w", path, err)
+		return nil, 0, fmt.Errorf("overlay %s: lock: %w", path, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("overlay: %w", err)
+		return nil, 0, fmt.Errorf("overlay: %w", err)
 	}
-	st, err := load(f, fi.Size())
+	st, err := load(f, fi.Size(), lo)
 	if err != nil {
-		return nil, fmt.Errorf("overlay %s: %w", path, err)
+		return nil, 0, withPath(err, path)
 	}
-	if int64(st.hdr.SourceSize) != size || st.hdr.Fingerprint != fp {
-		return nil, fmt.Errorf("%w: overlay %s was made for a source of %d bytes with fingerprint %x, but source %s has %d bytes and fingerprint %x",
-			ErrSourceMismatch, path, st.hdr.SourceSize, st.hdr.Fingerprint, sourceName(base, sourcePath), size, fp)
+	return st, fi.Size(), nil
+}
+
+// withPath names the overlay file in an error from load.
+func withPath(err error, path string) error {
+	var ce *CommitError
+	if errors.As(err, &ce) {
+		ce.Path = path
+		return ce
 	}
-	o := newOverlay(f, path, base, size, int(st.hdr.BlockSize))
+	var de *DataError
+	if errors.As(err, &de) {
+		de.Path = path
+	}
+	return fmt.Errorf("overlay %s: %w", path, err)
+}
+
+// adopt makes the loaded state o's: its map, checksums, slots and
+// metadata. An explicitly accepted older state is committed twice at once,
+// so that both roots hold it and the damaged one is gone.
+func (o *Overlay) adopt(st *loaded, fileSize int64) error {
 	o.gen = st.root.Generation
+	k := 0
 	for _, e := range st.rec.Entries {
 		o.bmap.set(int64(e.VBlock), e.Value)
 		if e.Value >= valueSlotBase {
 			s := int64(e.Value - valueSlotBase)
 			o.slots.used.set(s)
 			o.slots.pinned.set(s)
+			o.setSums(s, 0, st.rec.Sums[k*o.spb:(k+1)*o.spb])
+			k++
 		}
 	}
 	for s := st.mapSlot; s < st.mapSlot+st.mapSlots; s++ {
 		o.slots.pinned.set(s)
 	}
-	// Slots in the file that no commit references (left by a crash) are
-	// reused by later writes.
-	o.slots.high = (fi.Size() - dataOffset + int64(o.bs) - 1) / int64(o.bs)
+	// Slots in the file that no commit references (left by a crash, or
+	// by the commits given up) are reused by later writes.
+	o.slots.high = (fileSize - dataOffset + int64(o.bs) - 1) / int64(o.bs)
 	o.meta = st.rec.Meta
-	return o, nil
+	if st.accepted {
+		for range 2 {
+			o.dirty.Store(true)
+			if err := o.commit(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func openEphemeral(base disk.Reader, size int64, fp [32]byte) (*Overlay, error) {
@@ -157,8 +244,7 @@ func openEphemeral(base disk.Reader, size int64, fp [32]byte) (*Overlay, error) 
 		f.Close()
 		return nil, fmt.Errorf("overlay: %w", err)
 	}
-	h := rawHeader{Version: formatVersion, BlockSize: defaultBlockSize, SourceSize: uint64(size), Fingerprint: fp, DataOffset: dataOffset}
-	copy(h.Magic[:], headerMagic)
+	h := newHeader(size, fp, nil)
 	if _, err := f.WriteAt(h.encode(), headerOffset); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("overlay: %w", err)
@@ -169,9 +255,22 @@ func openEphemeral(base disk.Reader, size int64, fp [32]byte) (*Overlay, error) 
 	return o, nil
 }
 
+// newHeader is the header of a new overlay; full is the source's whole
+// sha256, if recorded.
+func newHeader(size int64, fp [32]byte, full *[32]byte) *rawHeader {
+	h := &rawHeader{Version: formatVersion, BlockSize: defaultBlockSize, SourceSize: uint64(size), Fingerprint: fp,
+		DataOffset: dataOffset, SumSize: sumSize}
+	copy(h.Magic[:], headerMagic)
+	if full != nil {
+		h.Flags |= flagFullHash
+		h.SourceSHA256 = *full
+	}
+	return h
+}
+
 func newOverlay(f *os.File, path string, base disk.Reader, size int64, bs int) *Overlay {
 	o := &Overlay{
-		f: f, path: path, base: base, size: size, bs: bs,
+		f: f, path: path, base: base, size: size, bs: bs, spb: bs / sumSize,
 		nblocks: blockCount(size, bs),
 		slots:   newSlotAllocator(),
 	}
@@ -182,7 +281,7 @@ func newOverlay(f *os.File, path string, base disk.Reader, size int64, bs int) *
 
 // create writes a new, empty overlay under a temporary name and links it
 // into place, so path never names a half-written overlay.
-func create(path string, size int64, fp [32]byte) error {
+func create(path string, size int64, fp [32]byte, full *[32]byte) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -190,14 +289,13 @@ func create(path string, size int64, fp [32]byte) error {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	h := rawHeader{Version: formatVersion, BlockSize: defaultBlockSize, SourceSize: uint64(size), Fingerprint: fp, DataOffset: dataOffset}
-	copy(h.Magic[:], headerMagic)
+	h := newHeader(size, fp, full)
 	const firstGeneration = 1
 	root := rawRoot{Generation: firstGeneration}
 	if _, err := tmp.WriteAt(h.encode(), headerOffset); err != nil {
 		return err
 	}
-	if _, err := tmp.WriteAt(root.encode(), rootOffset(firstGeneration)); err != nil {
+	if _, err := tmp.WriteAt(root.encodeCopies(), rootOffset(firstGeneration)); err != nil {
 		return err
 	}
 	if err := tmp.Truncate(dataOffset); err != nil {
@@ -326,8 +424,14 @@ func (o *Overlay) readBlock(p []byte, v int64, a int) error {
 	st := o.stripe(v)
 	st.RLock()
 	defer st.RUnlock()
+	var small sumsBuf
+	lo, hi := a/sumSize, (a+len(p)+sumSize-1)/sumSize
+	want := small.get(hi - lo)
 	o.mu.RLock()
 	val := o.bmap.get(v)
+	if val >= valueSlotBase {
+		o.copySums(want, int64(val-valueSlotBase), lo)
+	}
 	o.mu.RUnlock()
 	switch {
 	case val == valueUnmapped:
@@ -336,7 +440,7 @@ func (o *Overlay) readBlock(p []byte, v int64, a int) error {
 		clear(p)
 		return nil
 	default:
-		return o.readSlot(p, int64(val-valueSlotBase), a)
+		return o.readSlot(p, v, int64(val-valueSlotBase), a, want)
 	}
 }
 
@@ -351,16 +455,35 @@ func (o *Overlay) readBase(p []byte, off int64) error {
 	return fmt.Errorf("overlay: reading source at byte %d: %w", off+int64(n), err)
 }
 
-func (o *Overlay) readSlot(p []byte, s int64, a int) error {
-	off := o.slotOffset(s) + int64(a)
-	n, err := o.f.ReadAt(p, off)
-	if n == len(p) {
-		return nil
+// readSlot reads p from offset a of slot s, which holds block v, and
+// verifies every checksum granule it touches against want (their recorded
+// checksums, from granule a/sumSize on). A read that is not granule-aligned
+// reads the whole granules into a buffer first, so no unverified byte is
+// returned.
+func (o *Overlay) readSlot(p []byte, v, s int64, a int, want []uint32) error {
+	lo := a &^ (sumSize - 1)
+	hi := (a + len(p) + sumSize - 1) &^ (sumSize - 1)
+	buf := p
+	if lo != a || hi != a+len(p) {
+		bp := o.bufs.Get().(*[]byte)
+		defer o.bufs.Put(bp)
+		buf = (*bp)[lo:hi]
 	}
-	if err == nil || errors.Is(err, io.EOF) {
-		err = io.ErrUnexpectedEOF
+	off := o.slotOffset(s) + int64(lo)
+	n, err := o.f.ReadAt(buf, off)
+	if n != len(buf) {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("overlay %s: reading slot %d at byte %d: %w", o.path, s, off+int64(n), err)
 	}
-	return fmt.Errorf("overlay %s: reading slot %d at byte %d: %w", o.path, s, off+int64(n), err)
+	if err := o.verify(buf, want, v, s, lo); err != nil {
+		return err
+	}
+	if len(buf) != len(p) || &buf[0] != &p[0] {
+		copy(p, buf[a-lo:])
+	}
+	return nil
 }
 
 // checkRange validates an access of length bytes at off.
@@ -456,9 +579,18 @@ func (o *Overlay) writeBlock(v int64, a, n int, data []byte) error {
 	o.gate.RLock()
 	defer o.gate.RUnlock()
 
+	// The granules the write touches, and their checksums before it, to
+	// verify what an unaligned in-place write keeps of them.
+	lo := a &^ (sumSize - 1)
+	hi := (a + n + sumSize - 1) &^ (sumSize - 1)
+	var small sumsBuf
+	old := small.get((hi - lo) / sumSize)
 	o.mu.RLock()
 	closed, val := o.closed, o.bmap.get(v)
 	inPlace := val >= valueSlotBase && !o.slots.isPinned(int64(val-valueSlotBase))
+	if inPlace {
+		o.copySums(old, int64(val-valueSlotBase), lo/sumSize)
+	}
 	o.mu.RUnlock()
 	if closed {
 		return ErrClosed
@@ -467,18 +599,7 @@ func (o *Overlay) writeBlock(v int64, a, n int, data []byte) error {
 		return nil
 	}
 	if inPlace {
-		s := int64(val - valueSlotBase)
-		if data == nil {
-			bp := o.bufs.Get().(*[]byte)
-			defer o.bufs.Put(bp)
-			data = (*bp)[:n]
-			clear(data)
-		}
-		if _, err := o.f.WriteAt(data, o.slotOffset(s)+int64(a)); err != nil {
-			return fmt.Errorf("overlay %s: writing slot %d: %w", o.path, s, err)
-		}
-		o.dirty.Store(true)
-		return nil
+		return o.writeInPlace(v, int64(val-valueSlotBase), a, n, data, old)
 	}
 
 	var block []byte
@@ -498,6 +619,9 @@ func (o *Overlay) writeBlock(v int64, a, n int, data []byte) error {
 		}
 	}
 
+	var small2 sumsBuf
+	sums := small2.get(o.spb)
+	sumGranules(sums, block)
 	o.mu.Lock()
 	s := o.slots.alloc()
 	o.mu.Unlock()
@@ -508,6 +632,7 @@ func (o *Overlay) writeBlock(v int64, a, n int, data []byte) error {
 		return fmt.Errorf("overlay %s: writing slot %d: %w", o.path, s, err)
 	}
 	o.mu.Lock()
+	o.setSums(s, 0, sums)
 	o.bmap.set(v, uint32(s)+valueSlotBase)
 	if val >= valueSlotBase {
 		o.slots.release(int64(val - valueSlotBase))
@@ -529,7 +654,13 @@ func (o *Overlay) oldContent(block []byte, v int64, val uint32) error {
 		clear(block)
 		return nil
 	default:
-		return o.readSlot(block, int64(val-valueSlotBase), 0)
+		s := int64(val - valueSlotBase)
+		var small sumsBuf
+		want := small.get(o.spb)
+		o.mu.RLock()
+		o.copySums(want, s, 0)
+		o.mu.RUnlock()
+		return o.readSlot(block, v, s, 0, want)
 	}
 }
 
@@ -599,6 +730,25 @@ func (o *Overlay) Meta(key string) ([]byte, bool) {
 // Flush commits every write completed before it, whoever issued it, which
 // is what NBD's CAN_MULTI_CONN promises.
 func (o *Overlay) MultiConnSafe() bool { return true }
+
+// Discard releases the overlay without committing: every write since the
+// last Flush (or since Open) is dropped, and the file keeps its last commit,
+// as after a crash. A caller that fails half way through a change uses it
+// so that nothing of the change becomes durable.
+func (o *Overlay) Discard() error {
+	o.flushMu.Lock()
+	defer o.flushMu.Unlock()
+	o.gate.Lock()
+	o.mu.Lock()
+	closed := o.closed
+	o.closed = true
+	o.mu.Unlock()
+	o.gate.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	return o.f.Close()
+}
 
 // Close flushes and releases the overlay; an ephemeral overlay's file is
 // gone afterwards.

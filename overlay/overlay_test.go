@@ -3,6 +3,7 @@ package overlay
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -314,7 +315,7 @@ func TestReadInfoMatchesOverlay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.SourceSize != 16*testBS || in.BlockSize != testBS || len(in.SourceFingerprint) != 64 {
+	if in.SourceSize != 16*testBS || in.BlockSize != testBS || len(in.SourceSampleFingerprint) != 64 || in.SampledBytes != 16*testBS {
 		t.Fatalf("ReadInfo header = %+v", in)
 	}
 	if !reflect.DeepEqual(in.Extents, want) {
@@ -322,9 +323,10 @@ func TestReadInfoMatchesOverlay(t *testing.T) {
 	}
 }
 
-// A torn root (a crash while a commit wrote it) falls back to the previous
-// commit, which is still intact.
-func TestTornRootFallsBack(t *testing.T) {
+// A damaged copy of the newest root is survived by its twin; a root whose
+// both copies are damaged is refused with a CommitError naming the
+// generation at stake, until the older generation is accepted explicitly.
+func TestRootDamage(t *testing.T) {
 	_, src, data := newSource(t, 4*testBS, 13)
 	path := filepath.Join(t.TempDir(), "ov")
 	o := mustOpen(t, path, src, Options{})
@@ -336,25 +338,73 @@ func TestTornRootFallsBack(t *testing.T) {
 	if err := o.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	older := o.gen
+	second := bytes.Clone(first)
 	if _, err := o.WriteAt(bytes.Repeat([]byte{2}, testBS), 0); err != nil {
 		t.Fatal(err)
 	}
+	copy(second, bytes.Repeat([]byte{2}, testBS))
 	if err := o.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	gen := o.gen
 	abandon(o)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
+	damage := func(off int64) {
+		t.Helper()
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+		b[0] ^= 0xff
+		if _, err := f.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := f.WriteAt([]byte{0xff}, rootOffset(gen)+rootGenerationOff); err != nil {
-		t.Fatal(err)
+	damage(rootOffset(gen) + rootGenerationOff)
+	o = mustOpen(t, path, src, Options{})
+	checkContent(t, o, second, "one copy of the newest root damaged")
+	abandon(o)
+	in, err := ReadInfo(path)
+	if err != nil || len(in.Warnings) != 1 || !strings.Contains(in.Warnings[0], "one copy is damaged") {
+		t.Fatalf("ReadInfo warnings %v, %v; want one naming the damaged copy", in, err)
 	}
-	f.Close()
+
+	damage(rootOffset(gen) + rootCopyStride + rootMapCRCOff)
+	before, _ := os.ReadFile(path)
+	_, err = Open(path, src, Options{})
+	var ce *CommitError
+	if !errors.As(err, &ce) || !errors.Is(err, ErrCommitDamaged) || ce.Lost != gen || ce.Fallback != older {
+		t.Fatalf("Open with both copies of the newest root damaged: %v; want a CommitError losing %d, falling back to %d", err, gen, older)
+	}
+	for _, want := range []string{path, fmt.Sprintf("generation %d", gen), fmt.Sprintf("kvmify overlay rollback %s --to-generation %d", path, older)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not mention %q", err, want)
+		}
+	}
+	if _, err := ReadInfo(path); !errors.Is(err, ErrCommitDamaged) {
+		t.Errorf("ReadInfo: %v, want ErrCommitDamaged", err)
+	}
+	if _, err := Open(path, src, Options{AcceptGeneration: gen + 5}); err == nil {
+		t.Fatal("Open accepted a generation no root holds")
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(before, after) {
+		t.Fatal("a refused open modified the overlay file")
+	}
+	o = mustOpen(t, path, src, Options{AcceptGeneration: older})
+	checkContent(t, o, first, "older generation accepted")
+	if o.gen != older+2 {
+		t.Errorf("generation after acceptance %d, want %d (two repairing commits)", o.gen, older+2)
+	}
+	abandon(o)
 	o = mustOpen(t, path, src, Options{})
 	defer o.Close()
-	checkContent(t, o, first, "after a torn root")
+	checkContent(t, o, first, "reopened after acceptance")
 }
 
 func TestCorruptFilesRefused(t *testing.T) {
@@ -371,7 +421,7 @@ func TestCorruptFilesRefused(t *testing.T) {
 	recOff := int64(0)
 	{
 		f, _ := os.Open(good)
-		st, err := load(f, int64(len(img)))
+		st, err := load(f, int64(len(img)), loadOptions{})
 		f.Close()
 		if err != nil {
 			t.Fatal(err)

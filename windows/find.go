@@ -1,18 +1,13 @@
 package windows
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 
+	"github.com/kvmify/kvmify/fstype"
+	"github.com/kvmify/kvmify/ntfs"
 	"github.com/kvmify/kvmify/partition"
-)
-
-// NTFS boot sector: the OEM ID at offset 3 names the file system.
-const (
-	ntfsOEMOffset = 3
-	ntfsOEMID     = "NTFS    "
 )
 
 // VolumeOpener opens the NTFS file system of one partition (r is the
@@ -22,9 +17,11 @@ type VolumeOpener func(r io.ReaderAt, size int64) (FS, VolumeState, error)
 // Volume is one partition of a disk and what was found on it.
 type Volume struct {
 	Partition partition.Partition
-	NTFS      bool
-	State     VolumeState
-	Installs  []*Install
+	// FS is the file system its boot sector names (package fstype).
+	FS       fstype.Kind
+	NTFS     bool
+	State    VolumeState
+	Installs []*Install
 	// Err is why the volume could not be inspected; other volumes are
 	// still reported.
 	Err error
@@ -44,15 +41,19 @@ func Find(r io.ReaderAt, size int64, open VolumeOpener) ([]Volume, error) {
 	var out []Volume
 	for _, p := range t.Partitions {
 		v := Volume{Partition: p}
-		oem := make([]byte, len(ntfsOEMID))
-		if _, err := r.ReadAt(oem, p.Start+ntfsOEMOffset); err != nil {
-			v.Err = fmt.Errorf("reading boot sector at %d: %w", p.Start, err)
+		kind, err := fstype.Detect(r, p.Start)
+		if err != nil {
+			v.Err = err
 			out = append(out, v)
 			continue
 		}
-		v.NTFS = bytes.Equal(oem, []byte(ntfsOEMID))
-		if v.NTFS {
+		v.FS, v.NTFS = kind, kind == fstype.NTFS
+		switch kind {
+		case fstype.NTFS:
 			v.Installs, v.State, v.Err = inspectVolume(io.NewSectionReader(r, p.Start, p.Size), p.Size, open)
+		case fstype.BitLocker:
+			v.State.BitLocker = true
+			v.Err = fmt.Errorf("%w (boot sector at byte %d): its files cannot be read until it is decrypted (manage-bde -off in Windows)", ntfs.ErrBitLocker, p.Start)
 		}
 		out = append(out, v)
 	}

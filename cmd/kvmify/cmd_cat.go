@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/kvmify/kvmify/pipeline"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -20,13 +21,19 @@ func newCatCmd() *cobra.Command {
 disk or a bare partition, opened read-only), to standard output. PATH takes
 / or \ and is case-insensitive; PATH:NAME reads the named stream NAME.
 Compressed and sparse files are expanded; encrypted files are an error.
-The partition is the only or first NTFS one unless --partition is given.` + exitCodesHelp,
+The partition is the only or first NTFS one unless --partition is given
+(numbered as in inspect, plan and serve).
+
+Bytes are written as stored on the volume, never fixed up: for /$MFT and
+/$MFTMirr that means every record still carries its update sequence number
+in the last two bytes of each sector (ntfscat writes those records with
+the fixups applied, so the two differ there and only there).` + exitCodesHelp,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCat(cmd.Context(), opts, args, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().IntVar(&opts.partition, "partition", 0, "partition number as Linux numbers it (default: the first NTFS one)")
+	cmd.Flags().IntVar(&opts.partition, "partition", 0, pipeline.PartitionHelp)
 	return cmd
 }
 
@@ -34,10 +41,7 @@ The partition is the only or first NTFS one unless --partition is given.` + exit
 const catChunk = 1 << 20
 
 func runCat(ctx context.Context, opts catOptions, args []string, stdout io.Writer) error {
-	if opts.partition < 0 {
-		return usagef("--partition must be positive")
-	}
-	v, closeImage, err := openNTFS(args[0], opts.partition)
+	v, closeImage, err := pipeline.OpenNTFS(args[0], opts.partition)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -12,7 +13,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kvmify/kvmify/export"
-	"github.com/kvmify/kvmify/overlay"
+	"github.com/kvmify/kvmify/outpath"
+	"github.com/kvmify/kvmify/pipeline"
 )
 
 type exportOptions struct {
@@ -33,12 +35,19 @@ file OUT. The source is only read.
 image (via qemu-img); --format qcow2 --backing a small qcow2 image holding only
 the changed clusters, whose backing file is IMAGE itself.
 
-The overlay is --overlay PATH, else <image name>.kvmify-overlay in the current
-directory when it exists (export what serve has served), else a temporary one.
-A new overlay gets the boot fix as with serve (see 'kvmify serve --help');
---no-patch exports the plain copy-on-write view.
+The overlay is --overlay PATH, else the image's default overlay when it
+exists (export what serve has served), else a temporary one. A new overlay
+gets the boot fix as with serve; --no-patch exports the plain copy-on-write
+view, and is refused when the overlay holds a boot fix (an unmodified export
+never comes out modified).
 
-Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
+OUT is written under a temporary name beside it and renamed into place when
+complete. It must not exist unless --force is given, and must never be a file
+kvmify reads (the image, the overlay, the report).
+` + overlayHelp + `
+
+Exit status: 0 success, 1 failure or refusal, 2 usage error, 130/143 when
+SIGINT/SIGTERM interrupts it (before mounting, for mount).`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runExport(cmd.Context(), opts, args, cmd.ErrOrStderr())
@@ -50,53 +59,82 @@ Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 	return cmd
 }
 
-func runExport(ctx context.Context, opts exportOptions, args []string, stderr io.Writer) error {
+func runExport(ctx context.Context, opts exportOptions, args []string, stderr io.Writer) (err error) {
 	image, out := args[0], args[1]
-	if err := opts.patch.check(); err != nil {
-		return err
-	}
 	if opts.Format != "raw" && opts.Format != "qcow2" {
 		return usagef("--format must be raw or qcow2, not %q", opts.Format)
 	}
 	if opts.Backing && opts.Format != "qcow2" {
 		return usagef("--backing goes with --format qcow2")
 	}
-	if _, err := os.Stat(out); err == nil {
-		return fmt.Errorf("%s already exists; kvmify does not overwrite files", out)
-	}
-	if opts.patch.Overlay == "" && !opts.patch.Ephemeral {
-		if _, err := os.Stat(overlay.DefaultPath(image)); err != nil {
-			opts.patch.Ephemeral = true
-		}
-	}
-	v, err := openPatchedView(ctx, image, opts.patch, stderr)
+	req := opts.patch.request(image, stderr)
+	req.ExistingOverlayOnly = true
+	req.Outputs = []pipeline.Output{{Path: out, What: "the export OUT"}}
+	req.ReportOnSuccess = true
+	sess, err := pipeline.Open(ctx, req)
 	if err != nil {
 		return err
 	}
-	defer v.Close()
+	defer func() {
+		if cerr := sess.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	if f := sess.Source.Format(); opts.Backing && f != "raw" && f != "block-device" {
+		// The qcow2 would name IMAGE as a raw backing file.
+		return fmt.Errorf("--backing needs a raw source, and %s is %s; export without --backing", image, f)
+	}
+	tmp, err := reserveTemp(out)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp) // no-op once published
 	progress, done := progressTo(stderr, "exporting")
 	defer done()
+	d := sess.Disk()
 	switch {
 	case opts.Format == "raw":
-		err = export.Raw(ctx, v.ov, out, progress)
+		err = export.Raw(ctx, d, tmp, progress)
 	case opts.Backing:
 		var ext []export.Extent
-		for _, e := range v.ov.Changes() {
+		for _, e := range sess.Overlay.Changes() {
 			ext = append(ext, export.Extent{Offset: e.Offset, Length: e.Length, Zero: e.Zero})
 		}
-		err = export.QCOW2Backed(ctx, v.ov, image, ext, out, progress)
+		abs, aerr := filepath.Abs(image)
+		if aerr != nil {
+			return aerr
+		}
+		err = export.QCOW2Backed(ctx, d, abs, ext, tmp, progress)
 	default:
-		err = export.QCOW2(ctx, v.ov, out, progress)
+		err = export.QCOW2(ctx, d, tmp, progress)
 	}
 	if err != nil {
 		return err
 	}
 	done()
+	if err := outpath.Publish(tmp, out, opts.patch.Force); err != nil {
+		return err
+	}
 	fmt.Fprintf(stderr, "kvmify: wrote %s (%s)\n", out, opts.Format)
 	if opts.patch.Report != "" {
-		return writeReport(ctx, opts.patch.Report, image, v, opts.patch.Hash)
+		return sess.WriteReport(ctx)
 	}
 	return nil
+}
+
+// reserveTemp picks an unused temporary name beside path for a file a
+// writer creates itself (with O_EXCL).
+func reserveTemp(path string) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), outpath.TempPrefix+filepath.Base(path)+"-*")
+	if err != nil {
+		return "", err
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return "", err
+	}
+	return name, nil
 }
 
 // progressTo returns a progress callback drawing a bar on w when w is a

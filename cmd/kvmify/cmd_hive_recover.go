@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
+	"github.com/kvmify/kvmify/outpath"
 	"github.com/kvmify/kvmify/registry"
 	"github.com/spf13/cobra"
 )
@@ -35,8 +34,12 @@ later, HvLE entries checked by Marvin32 hashes, applied in sequence order
 across LOG1 and LOG2). What was applied is printed.
 
 A hive that is not dirty is copied to OUT unchanged, with a note saying so.
-OUT must not exist unless --force is given, and must not be FILE or a log.
-The result must pass the registry checker; otherwise nothing is written.
+OUT must not exist unless --force is given, and is never FILE or a log
+(given or found beside FILE), compared by device and inode so symlinks and
+hard links count; --force does not change that. OUT is written under a
+temporary name beside it and renamed into place.
+The result must pass the registry checker (leaked cells, which Windows
+leaves too, are allowed); otherwise nothing is written.
 
 Exit status: 0 recovered (or clean hive copied), 1 failure (dirty hive whose
 logs are missing or unusable, unreadable hive, OUT exists, result fails the
@@ -59,13 +62,30 @@ func runHiveRecover(ctx context.Context, opts hiveRecoverOptions, args []string,
 	if opts.Output == "" {
 		return usagef("hive recover: -o OUT is required")
 	}
-	for _, in := range append([]string{file}, opts.Logs...) {
-		if recoverSamePath(in, opts.Output) {
-			return usagef("hive recover: OUT %s is also an input; write the result elsewhere", opts.Output)
+	// Every file read is an input: FILE and the logs, given or found
+	// beside it. OUT may be none of them, whatever --force says.
+	logs := opts.Logs
+	if len(logs) == 0 {
+		found, err := registry.FindLogs(file)
+		if err != nil {
+			return fmt.Errorf("hive recover: %w", err)
+		}
+		logs = found
+	}
+	var guard outpath.Guard
+	if err := guard.AddInput(file, "the hive being recovered"); err != nil {
+		return err
+	}
+	for _, l := range logs {
+		if err := guard.AddInput(l, "a transaction log being read"); err != nil {
+			return err
 		}
 	}
-	if _, err := os.Lstat(opts.Output); err == nil && !opts.Force {
-		return fmt.Errorf("hive recover: %s exists (use --force to overwrite)", opts.Output)
+	if err := guard.Check(opts.Output, "the recovered hive", opts.Force); err != nil {
+		if errors.Is(err, outpath.ErrIsInput) {
+			return usageError{fmt.Errorf("hive recover: %w", err)}
+		}
+		return fmt.Errorf("hive recover: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -88,7 +108,7 @@ func runHiveRecover(ctx context.Context, opts hiveRecoverOptions, args []string,
 	if err := h.Check(); err != nil {
 		return fmt.Errorf("hive recover: recovered hive fails the check, nothing written: %w", err)
 	}
-	if err := writeRecoveredHive(opts.Output, out); err != nil {
+	if err := outpath.WriteFile(opts.Output, out, 0o644, opts.Force); err != nil {
 		return fmt.Errorf("hive recover: %w", err)
 	}
 	if !rep.Dirty {
@@ -97,39 +117,4 @@ func runHiveRecover(ctx context.Context, opts hiveRecoverOptions, args []string,
 		fmt.Fprintf(stdout, "wrote recovered hive to %s\n", opts.Output)
 	}
 	return nil
-}
-
-// recoverSamePath reports whether two paths name the same file (or the same
-// location, when neither exists yet).
-func recoverSamePath(a, b string) bool {
-	sa, errA := os.Stat(a)
-	sb, errB := os.Stat(b)
-	if errA == nil && errB == nil {
-		return os.SameFile(sa, sb)
-	}
-	absA, errA := filepath.Abs(a)
-	absB, errB := filepath.Abs(b)
-	return errA == nil && errB == nil && absA == absB
-}
-
-// writeRecoveredHive writes data to a temporary file beside path and renames it
-// into place, so a failed write never leaves a truncated hive behind.
-func writeRecoveredHive(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

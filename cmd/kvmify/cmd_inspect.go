@@ -9,7 +9,8 @@ import (
 	"strings"
 
 	"github.com/kvmify/kvmify/bootfix"
-	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/launch"
+	"github.com/kvmify/kvmify/pipeline"
 	"github.com/kvmify/kvmify/windows"
 	"github.com/spf13/cobra"
 )
@@ -27,18 +28,26 @@ func newInspectCmd() *cobra.Command {
 		Long: `Show IMAGE's partitions and, for each Windows install found on an NTFS
 partition, its version (and where that came from), architecture, control set,
 SYSTEM hive state and volume state, and for each QEMU disk controller
-(ide = i440fx PIIX3, ahci = q35 ICH9, virtio = virtio-blk) whether Windows
+(ide = i440fx PIIX3, ahci = q35 ICH9, nvme = QEMU NVMe, virtio = virtio-blk) whether Windows
 will find a boot-start driver for it: "boots", or "0x7B" with the reason.
 
-IMAGE is a disk image or block device (opened read-only), or a directory
+IMAGE is a disk image or block device (opened read-only; raw, split raw,
+E01, VHD/VHDX, VMDK, qcow2 or an nbd:// / nbd+unix:// URI, told by
+content), or a directory
 holding a mounted Windows volume (e.g. an ntfs-3g mount), shown as
 partition 0. Nothing is ever written.
 
-With --json the output is one object: {"partitions": [{"index", "start",
-"size", "ntfs", "volume_state", "error", "windows": {"dir", "version",
+The first lines name the container format and the logical disk's size, and
+the firmware the disk needs: UEFI for a GPT disk with an EFI System
+Partition, BIOS for an MBR disk with an active partition, with the reason.
+
+With --json the output is one object: {"image", "format", "size",
+"boot_mode": {"partition_table", "esp_partition", "firmware", "reason"},
+"partitions": [{"index", "start",
+"size", "ntfs", "volume_state" (null when not NTFS), "error", "windows": {"dir", "version",
 "build", "arch", "product", "version_source", "control_set", "hive_state",
 "default_target", "targets": {"ide": {"ok", "verdict", "reason", "path"},
-"ahci": {...}, "virtio": {...}}}}]}.
+"ahci": {...}, "nvme": {...}, "virtio": {...}}}}]}.
 
 Exit status: 0 success (whatever the predictions say), 1 unreadable image,
 2 usage error.`,
@@ -53,12 +62,31 @@ Exit status: 0 success (whatever the predictions say), 1 unreadable image,
 
 // runInspect prints what openImage finds in args[0].
 func runInspect(ctx context.Context, opts inspectOptions, args []string, stdout io.Writer) error {
-	vols, closeImage, err := openImage(args[0])
-	if err != nil {
-		return err
+	rep := inspectReport{Image: args[0], Format: "directory"}
+	var vols []windows.Volume
+	if fi, err := os.Stat(args[0]); err == nil && fi.IsDir() {
+		var closeImage func() error
+		if vols, closeImage, err = pipeline.OpenVolumes(args[0]); err != nil {
+			return err
+		}
+		defer closeImage()
+	} else {
+		src, err := pipeline.OpenSource(args[0])
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		rep.Format, rep.Size = src.Format(), src.Size()
+		if vols, err = pipeline.FindVolumes(src); err != nil {
+			return fmt.Errorf("%s: %w", args[0], err)
+		}
+		mode, err := bootMode(src)
+		if err != nil {
+			return fmt.Errorf("%s: %w", args[0], err)
+		}
+		rep.Boot = &mode
 	}
-	defer closeImage()
-	rep := inspectReport{Image: args[0], Partitions: make([]partitionJSON, 0, len(vols))}
+	rep.Partitions = make([]partitionJSON, 0, len(vols))
 	for _, v := range vols {
 		rep.Partitions = append(rep.Partitions, partitionReport(v))
 	}
@@ -70,52 +98,27 @@ func runInspect(ctx context.Context, opts inspectOptions, args []string, stdout 
 	return printInspect(stdout, rep)
 }
 
-// openImage finds the volumes and Windows installs of a disk image, or of a
-// directory holding a mounted volume (partition 0). The volumes read the
-// image lazily (a plan rewrites through them), so the image stays open
-// until closeImage is called.
-func openImage(path string) (vols []windows.Volume, closeImage func() error, err error) {
-	noop := func() error { return nil }
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, noop, err
-	}
-	if fi.IsDir() {
-		fsys := windows.DirFS(path)
-		v := windows.Volume{NTFS: true}
-		v.State.Hiberfil, v.State.Hibernated, v.Err = windows.Hiberfil(fsys)
-		if v.Err == nil {
-			v.Installs, v.Err = windows.Inspect(fsys)
-		}
-		return []windows.Volume{v}, noop, nil
-	}
-	src, err := disk.OpenSource(path)
-	if err != nil {
-		return nil, noop, err
-	}
-	vols, err = windows.Find(src, src.Size(), windows.OpenNTFS)
-	if err != nil {
-		src.Close()
-		return nil, noop, err
-	}
-	return vols, src.Close, nil
-}
-
 // inspectReport is the JSON shape of "inspect".
 type inspectReport struct {
-	Image      string          `json:"image"`
-	Partitions []partitionJSON `json:"partitions"`
+	Image  string `json:"image"`
+	Format string `json:"format"` // container: raw, split-raw, ewf, qcow2, ...; "directory"
+	Size   int64  `json:"size"`   // the logical disk's size in bytes
+	// Boot is the firmware the disk needs, from its partition table (absent
+	// for a directory).
+	Boot       *launch.BootMode `json:"boot_mode,omitempty"`
+	Partitions []partitionJSON  `json:"partitions"`
 }
 
 type partitionJSON struct {
-	Index       int             `json:"index"`
-	Start       int64           `json:"start"`
-	Size        int64           `json:"size"`
-	NTFS        bool            `json:"ntfs"`
-	VolumeState volumeStateJSON `json:"volume_state"`
-	Error       string          `json:"error,omitempty"`
-	Windows     *installJSON    `json:"windows,omitempty"`
-	Others      []*installJSON  `json:"other_installs,omitempty"`
+	Index       int              `json:"index"`
+	Start       int64            `json:"start"`
+	Size        int64            `json:"size"`
+	NTFS        bool             `json:"ntfs"`
+	FS          string           `json:"fs"`
+	VolumeState *volumeStateJSON `json:"volume_state"` // null for a partition that is not NTFS
+	Error       string           `json:"error,omitempty"`
+	Windows     *installJSON     `json:"windows,omitempty"`
+	Others      []*installJSON   `json:"other_installs,omitempty"`
 }
 
 type volumeStateJSON struct {
@@ -127,8 +130,8 @@ type volumeStateJSON struct {
 	BitLocker      bool   `json:"bitlocker"`
 }
 
-func volumeStateReport(vs windows.VolumeState) volumeStateJSON {
-	return volumeStateJSON{Dirty: vs.Dirty, LogFileUnclean: vs.LogFileUnclean, FastStartup: vs.FastStartup,
+func volumeStateReport(vs windows.VolumeState) *volumeStateJSON {
+	return &volumeStateJSON{Dirty: vs.Dirty, LogFileUnclean: vs.LogFileUnclean, FastStartup: vs.FastStartup,
 		Hibernated: vs.Hibernated, Hiberfil: vs.Hiberfil, BitLocker: vs.BitLocker}
 }
 
@@ -160,7 +163,10 @@ type predictionJSON struct {
 
 func partitionReport(v windows.Volume) partitionJSON {
 	p := partitionJSON{Index: v.Partition.Index, Start: v.Partition.Start, Size: v.Partition.Size,
-		NTFS: v.NTFS, VolumeState: volumeStateReport(v.State)}
+		NTFS: v.NTFS, FS: v.FS.String()}
+	if v.NTFS || v.State != (windows.VolumeState{}) {
+		p.VolumeState = volumeStateReport(v.State)
+	}
 	if v.Err != nil {
 		p.Error = v.Err.Error()
 	}
@@ -194,21 +200,30 @@ func predictionReport(p bootfix.Prediction) predictionJSON {
 
 func printInspect(w io.Writer, rep inspectReport) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n", rep.Image)
+	if rep.Format == "directory" {
+		fmt.Fprintf(&b, "%s (a directory)\n", rep.Image)
+	} else {
+		fmt.Fprintf(&b, "%s: %s, %d bytes\n", rep.Image, rep.Format, rep.Size)
+	}
+	if m := rep.Boot; m != nil {
+		fmt.Fprintf(&b, "boot: %s firmware (%s)\n", strings.ToUpper(string(m.Firmware)), m.Reason)
+	}
 	if len(rep.Partitions) == 0 {
 		b.WriteString("  no partitions\n")
 	}
 	for _, p := range rep.Partitions {
 		fs := "not NTFS"
-		if p.NTFS {
+		switch {
+		case p.NTFS:
 			fs = "NTFS"
+		case p.FS != "" && p.FS != "unknown":
+			fs = p.FS
 		}
 		fmt.Fprintf(&b, "partition %d: start %d, size %d, %s\n", p.Index, p.Start, p.Size, fs)
 		if p.Error != "" {
 			fmt.Fprintf(&b, "  error: %s\n", p.Error)
 		}
-		vs := p.VolumeState
-		if vs.Hibernated || vs.FastStartup || vs.Dirty || vs.LogFileUnclean || vs.BitLocker {
+		if vs := p.VolumeState; vs != nil && (vs.Hibernated || vs.FastStartup || vs.Dirty || vs.LogFileUnclean || vs.BitLocker) {
 			fmt.Fprintf(&b, "  volume: hibernated=%v fast-startup=%v dirty=%v logfile-unclean=%v bitlocker=%v\n",
 				vs.Hibernated, vs.FastStartup, vs.Dirty, vs.LogFileUnclean, vs.BitLocker)
 		}

@@ -72,7 +72,7 @@ func TestInspectJSONOnTrees(t *testing.T) {
 func TestPlanJSONXP(t *testing.T) {
 	root := testutil.WindowsTree(t, "xp-sp3-x86.SYSTEM", nil, "atapi.sys", "intelide.sys", "pciide.sys", "pciidex.sys", "disk.sys")
 	var out bytes.Buffer
-	if err := runPlan(context.Background(), planOptions{JSON: true, Partition: -1}, []string{root}, &out); err != nil {
+	if err := runPlan(context.Background(), planOptions{JSON: true}, []string{root}, &out); err != nil {
 		t.Fatal(err)
 	}
 	var got struct {
@@ -115,12 +115,12 @@ func TestPlanRefusesHibernated(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	err := runPlan(context.Background(), planOptions{Partition: -1}, []string{root}, &out)
+	err := runPlan(context.Background(), planOptions{}, []string{root}, &out)
 	if err == nil || !strings.Contains(err.Error(), "--allow-hibernated") {
 		t.Fatalf("plan on a hibernated system: %v", err)
 	}
-	opts := planOptions{Partition: -1}
-	opts.Overrides.AllowHibernated = true
+	opts := planOptions{}
+	opts.Patch.Overrides.AllowHibernated = true
 	if err := runPlan(context.Background(), opts, []string{root}, &out); err != nil {
 		t.Errorf("with --allow-hibernated: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/kvmify/kvmify/pipeline"
 	"io"
 	"strings"
 	"text/tabwriter"
@@ -28,13 +29,14 @@ func newLsCmd() *cobra.Command {
 whole disk (MBR or GPT) or a bare partition, opened read-only. Each entry
 shows its MFT record number, size and name; --long adds every attribute
 with its flags and runs. PATH takes / or \ and is case-insensitive.
-The partition is the only or first NTFS one unless --partition is given.` + exitCodesHelp,
+The partition is the only or first NTFS one unless --partition is given
+(numbered as in inspect, plan and serve).` + exitCodesHelp,
 		Args: rangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runLs(cmd.Context(), opts, args, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().IntVar(&opts.partition, "partition", 0, "partition number as Linux numbers it (default: the first NTFS one)")
+	cmd.Flags().IntVar(&opts.partition, "partition", 0, pipeline.PartitionHelp)
 	cmd.Flags().BoolVarP(&opts.long, "long", "l", false, "also show attributes and runs")
 	cmd.Flags().BoolVar(&opts.json, "json", false, "print JSON")
 	return cmd
@@ -74,14 +76,11 @@ type lsRun struct {
 }
 
 func runLs(ctx context.Context, opts lsOptions, args []string, stdout io.Writer) error {
-	if opts.partition < 0 {
-		return usagef("--partition must be positive")
-	}
 	path := ""
 	if len(args) == 2 {
 		path = args[1]
 	}
-	v, closeImage, err := openNTFS(args[0], opts.partition)
+	v, closeImage, err := pipeline.OpenNTFS(args[0], opts.partition)
 	if err != nil {
 		return err
 	}

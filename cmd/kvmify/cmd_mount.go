@@ -6,13 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/fusemount"
-	"github.com/kvmify/kvmify/windows"
+	"github.com/kvmify/kvmify/launch"
+	"github.com/kvmify/kvmify/pipeline"
 )
 
 type mountOptions struct {
@@ -36,12 +38,17 @@ func newMountCmd() *cobra.Command {
 
 Use it with: qemu-system-x86_64 -drive file=DIR/disk.img,format=raw,cache=none
 The overlay and boot-fix flags are those of 'kvmify serve'. kvmify stays in the
-foreground and unmounts on Ctrl-C or SIGTERM. A dead mount left at DIR by a
-killed process is reported with the command that clears it. Only the user who
-mounts can use the mount unless --allow-other; then others may read, and only
-the owner may write disk.img (the kernel checks the modes shown).
+foreground and unmounts on Ctrl-C or SIGTERM (exit 0), rewriting --report with
+the overlay's final extents. A missing or non-empty DIR is refused before any
+overlay is created; a dead mount left at DIR by a killed process is reported
+with the command that clears it. Without a Windows install (e.g. --no-patch
+of a data disk) the SYSTEM files are absent. Only the user who mounts can use
+the mount unless --allow-other; then others may read, and only the owner may
+write disk.img (the kernel checks the modes shown).
+` + overlayHelp + `
 
-Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
+Exit status: 0 success, 1 failure or refusal, 2 usage error, 130/143 when
+SIGINT/SIGTERM interrupts it (before mounting, for mount).`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runMount(cmd.Context(), opts, args, cmd.ErrOrStderr())
@@ -53,30 +60,45 @@ Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 	return cmd
 }
 
-func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.Writer) error {
+func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.Writer) (err error) {
 	image, dir := args[0], args[1]
-	if err := opts.patch.check(); err != nil {
-		return err
-	}
-	v, err := openPatchedView(ctx, image, opts.patch, stderr)
-	if err != nil {
-		return err
-	}
-	defer v.Close()
-	files, err := examinerFiles(image, v)
-	if err != nil {
-		return err
-	}
-	m, err := fusemount.New(dir, fusemount.Options{Disk: v.ov, ReadOnly: opts.ReadOnly, Files: files, FsName: "kvmify:" + image, AllowOther: opts.AllowOther})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "kvmify: mounted %s at %s\n  qemu-system-x86_64 -drive file=%s/disk.img,format=raw,cache=none\n", image, dir, dir)
-	if opts.patch.Report != "" {
-		if err := writeReport(ctx, opts.patch.Report, image, v, opts.patch.Hash); err != nil {
-			m.Unmount()
-			return err
+	req := opts.patch.request(image, stderr)
+	req.Check = func() error {
+		if err := fusemount.CheckMountPoint(dir); err != nil {
+			if errors.Is(err, fusemount.ErrStaleMount) {
+				return err
+			}
+			return fmt.Errorf("%w; DIR must be an existing empty directory (mkdir it, or choose another)", err)
 		}
+		return nil
+	}
+	sess, err := pipeline.Open(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Closing flushes the overlay and rewrites the report; its error
+		// is the command's when nothing failed before.
+		if cerr := sess.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	files, err := examinerFiles(sess, stderr)
+	if err != nil {
+		return err
+	}
+	m, err := fusemount.New(dir, fusemount.Options{Disk: sess.Overlay, ReadOnly: opts.ReadOnly, Files: files, FsName: "kvmify:" + image, AllowOther: opts.AllowOther})
+	if err != nil {
+		return err
+	}
+	diskImg, _ := filepath.Abs(filepath.Join(dir, "disk.img"))
+	fmt.Fprintf(stderr, "kvmify: mounted %s at %s through %s\n", image, dir, sess.Describe())
+	line, _, _, lerr := qemuLine(sess.Disk(), sess.Record, opts.patch.Patch, launch.Options{ReadOnly: opts.ReadOnly},
+		launch.Disk{File: diskImg}, sess.OverlayPath, nil)
+	if lerr != nil {
+		fmt.Fprintf(stderr, "kvmify: note: no QEMU line (%v)\n", lerr)
+	} else {
+		fmt.Fprintf(stderr, "  %s\n", line)
 	}
 	unmounted := make(chan struct{})
 	go func() { m.Wait(); close(unmounted) }()
@@ -101,42 +123,43 @@ func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.W
 	}
 }
 
-// examinerFiles are the read-only files beside disk.img: the report and the
-// SYSTEM hive as the source and the patched disk hold it.
-func examinerFiles(image string, v *patchedView) ([]fusemount.StaticFile, error) {
-	rep := forensicReport{Tool: "kvmify " + toolVersion(), Source: image, SourceSize: v.src.Size(),
-		Overlay: v.ov.Path(), Patch: v.record, Changed: v.ov.Changes()}
-	b, err := json.MarshalIndent(rep, "", "  ")
+// examinerFiles are the read-only files beside disk.img: the report and,
+// when the source holds a Windows install, its SYSTEM hive as the source and
+// the served disk hold it.
+func examinerFiles(sess *pipeline.Session, stderr io.Writer) ([]fusemount.StaticFile, error) {
+	b, err := json.MarshalIndent(sess.Report(), "", "  ")
 	if err != nil {
 		return nil, err
 	}
 	files := []fusemount.StaticFile{{Name: "report.json", Data: append(b, '\n')}}
-	orig, err := systemHive(v.src)
+	in := sess.Install()
+	if in == nil {
+		return files, nil
+	}
+	files = append(files, fusemount.StaticFile{Name: "SYSTEM.original", Data: in.OnDisk})
+	patched, err := systemHive(sess.Overlay, in.Dir)
 	if err != nil {
-		if errors.Is(err, errNoWindows) {
-			return files, nil
+		if sess.Record != nil {
+			return nil, fmt.Errorf("reading the SYSTEM hive of the patched disk: %w", err)
 		}
-		return nil, fmt.Errorf("reading the SYSTEM hive of the source: %w", err)
+		fmt.Fprintf(stderr, "kvmify: note: SYSTEM.patched is absent: the served disk's SYSTEM hive cannot be read: %v\n", err)
+		return files, nil
 	}
-	patched, err := systemHive(v.ov)
-	if err != nil {
-		return nil, fmt.Errorf("reading the SYSTEM hive of the patched disk: %w", err)
-	}
-	return append(files,
-		fusemount.StaticFile{Name: "SYSTEM.original", Data: orig},
-		fusemount.StaticFile{Name: "SYSTEM.patched", Data: patched}), nil
+	return append(files, fusemount.StaticFile{Name: "SYSTEM.patched", Data: patched}), nil
 }
 
-// systemHive returns the SYSTEM hive file of the first Windows install on d.
-func systemHive(d disk.Reader) ([]byte, error) {
-	vols, err := windows.Find(d, d.Size(), windows.OpenNTFS)
+// systemHive returns the SYSTEM hive file of the install in dir on d.
+func systemHive(d disk.Reader, dir string) ([]byte, error) {
+	vols, err := pipeline.FindVolumes(d)
 	if err != nil {
 		return nil, err
 	}
 	for _, vol := range vols {
-		if len(vol.Installs) > 0 {
-			return vol.Installs[0].OnDisk, nil
+		for _, in := range vol.Installs {
+			if in.Dir == dir {
+				return in.OnDisk, nil
+			}
 		}
 	}
-	return nil, errNoWindows
+	return nil, pipeline.ErrNoWindows
 }

@@ -81,7 +81,7 @@ func TestOverlayInfoJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
 		t.Fatalf("output is not JSON: %v\n%s", err, out.String())
 	}
-	if got.SourceSize != 16*ovBlock || got.BlockSize != ovBlock || len(got.SourceFingerprint) != 64 {
+	if got.SourceSize != 16*ovBlock || got.BlockSize != ovBlock || len(got.SourceSampleFingerprint) != 64 || got.SampledBytes != 16*ovBlock {
 		t.Errorf("header fields wrong: %+v", got)
 	}
 	if !reflect.DeepEqual(got.MetaKeys, []string{"bootfix"}) {
@@ -197,6 +197,200 @@ func TestOverlayInfoAfterServe(t *testing.T) {
 	}
 	if got.SourceSize != 32*ovBlock {
 		t.Fatalf("source_size %d", got.SourceSize)
+	}
+	if testutil.FileSHA256(t, src) != sum {
+		t.Fatal("source image changed")
+	}
+}
+
+// destroyNewestRoot overwrites both copies of the overlay's newest commit
+// root (format 2: generation N's root is at 0x1000 for even N, 0x2000 for
+// odd, copies at +0 and +0x200) and returns that generation.
+func destroyNewestRoot(t *testing.T, path string) uint64 {
+	t.Helper()
+	in, err := overlay.ReadInfo(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := int64(0x2000)
+	if in.Generation%2 == 0 {
+		off = 0x1000
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xee}, 0x200+40), off); err != nil {
+		t.Fatal(err)
+	}
+	return in.Generation
+}
+
+// TestOverlayRollbackCLI: an overlay whose newest root is destroyed is
+// refused by 'overlay info' with the generation lost and the rollback
+// command; 'overlay rollback' accepts the older generation after verifying
+// it, and the overlay then reads again.
+func TestOverlayRollbackCLI(t *testing.T) {
+	path := makeOverlayFile(t)
+	bin := testutil.BuildKvmify(t)
+	gen := destroyNewestRoot(t, path)
+	run := func(args ...string) (string, string, int) {
+		cmd := exec.Command(bin, args...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return stdout.String(), stderr.String(), code
+	}
+	_, stderr, code := run("overlay", "info", path)
+	hint := fmt.Sprintf("kvmify overlay rollback %s --to-generation %d", path, gen-1)
+	if code != exitFailure || !strings.Contains(stderr, fmt.Sprintf("generation %d", gen)) || !strings.Contains(stderr, hint) {
+		t.Fatalf("overlay info of a damaged overlay: exit %d, stderr %q; want exit 1 naming generation %d and %q", code, stderr, gen, hint)
+	}
+	if _, stderr, code := run("overlay", "rollback", path, "--to-generation", fmt.Sprint(gen+7)); code != exitFailure || !strings.Contains(stderr, "no intact commit root holds it") {
+		t.Fatalf("rollback to a generation no root holds: exit %d, %q", code, stderr)
+	}
+	stdout, stderr, code := run("overlay", "rollback", path, "--json")
+	var got overlayRollbackJSON
+	if code != 0 || json.Unmarshal([]byte(stdout), &got) != nil || got.Accepted != gen-1 || got.GivenUp != gen || got.Generation != gen+1 {
+		t.Fatalf("overlay rollback: exit %d, %q %q; want generation %d accepted, %d given up", code, stdout, stderr, gen-1, gen)
+	}
+	stdout, stderr, code = run("overlay", "info", path, "--json")
+	var in overlayInfoJSON
+	if code != 0 || json.Unmarshal([]byte(stdout), &in) != nil || in.Generation != gen+1 {
+		t.Fatalf("overlay info after rollback: exit %d, %q %q", code, stdout, stderr)
+	}
+	if _, stderr, code := run("overlay", "rollback", path); code != exitUsage || !strings.Contains(stderr, "nothing to roll back") {
+		t.Fatalf("rollback of an intact overlay without --to-generation: exit %d, %q", code, stderr)
+	}
+}
+
+// TestOverlayInfoVerifySource: the sample fingerprint is named as such,
+// --verify-source accepts the overlay's own image and refuses one changed
+// outside the sampled regions only when a full hash was recorded.
+func TestOverlayInfoVerifySource(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	data := bytes.Repeat([]byte("kvmify!!"), 64*ovBlock/8)
+	if err := os.WriteFile(img, data, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	// Byte 2 MiB + 100 is outside every sample of a 4 MiB image (first and
+	// last MiB, 16 64 KiB blocks at multiples of 4 MiB/17).
+	changed := bytes.Clone(data)
+	changed[2<<20+100] ^= 1
+	other := filepath.Join(dir, "changed.img")
+	if err := os.WriteFile(other, changed, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	sum := testutil.FileSHA256(t, img)
+	for _, full := range []bool{false, true} {
+		src, err := disk.OpenSource(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, fmt.Sprintf("ov-%v", full))
+		o, err := overlay.Open(path, src, overlay.Options{SourcePath: img, FullHash: full})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Close()
+		src.Close()
+		var out bytes.Buffer
+		if err := runOverlayInfo(context.Background(), overlayInfoOptions{VerifySource: img}, []string{path}, &out); err != nil {
+			t.Fatalf("full=%v: verify against its own image: %v", full, err)
+		}
+		for _, want := range []string{"source sample fingerprint:", "1.9 MiB sampled", "not the image's sha256", "source check:"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("full=%v: text lacks %q:\n%s", full, want, out.String())
+			}
+		}
+		if full != strings.Contains(out.String(), "full sha256 matches") {
+			t.Errorf("full=%v: source check line wrong:\n%s", full, out.String())
+		}
+		out.Reset()
+		err = runOverlayInfo(context.Background(), overlayInfoOptions{VerifySource: other, JSON: true}, []string{path}, &out)
+		var in overlayInfoJSON
+		if jerr := json.Unmarshal(out.Bytes(), &in); jerr != nil || in.SourceCheck == nil || !in.SourceCheck.SampleMatches {
+			t.Fatalf("full=%v: JSON %v %s", full, jerr, out.String())
+		}
+		if full != (err != nil) || full != (in.SourceSHA256 != "") {
+			t.Errorf("full=%v: image changed outside the samples: err %v, source_sha256 %q", full, err, in.SourceSHA256)
+		}
+		if full && !errors.Is(err, overlay.ErrSourceMismatch) {
+			t.Errorf("full hash mismatch error %v is not ErrSourceMismatch", err)
+		}
+	}
+	if testutil.FileSHA256(t, img) != sum {
+		t.Fatal("source image changed")
+	}
+}
+
+// TestServeDamagedBlockIsEIO: a bit flipped in a stored overlay block is an
+// I/O error for the NBD client (qemu-io), never data, while the blocks
+// around it still read.
+func TestServeDamagedBlockIsEIO(t *testing.T) {
+	qemuIO := testutil.RequireTool(t, "qemu-io")
+	nbdinfo := testutil.RequireTool(t, "nbdinfo")
+	bin := testutil.BuildKvmify(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(src, bytes.Repeat([]byte{0x5a}, 16*ovBlock), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	sum := testutil.FileSHA256(t, src)
+	ov := filepath.Join(dir, "disk.ov")
+	sock := filepath.Join(dir, "s.sock")
+	uri := "nbd+unix:///?socket=" + sock
+	qio := func(cmds ...string) (string, error) {
+		args := []string{"-f", "raw", uri}
+		for _, c := range cmds {
+			args = append(args, "-c", c)
+		}
+		out, err := exec.Command(qemuIO, args...).CombinedOutput()
+		return string(out), err
+	}
+	stop := func(server *exec.Cmd) {
+		server.Process.Signal(syscall.SIGTERM)
+		if err := server.Wait(); err != nil {
+			t.Fatalf("kvmify serve did not stop cleanly: %v", err)
+		}
+	}
+	server := startServeOverlay(t, bin, nbdinfo, src, ov, sock)
+	if out, err := qio(fmt.Sprintf("write -P 7 %d %d", 3*ovBlock, ovBlock), "flush"); err != nil {
+		t.Fatalf("qemu-io write: %v\n%s", err, out)
+	}
+	stop(server)
+	// The first data slot (file byte 0x10000) holds block 3.
+	f, err := os.OpenFile(ov, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte{0}
+	f.ReadAt(b, 0x10000+5000)
+	if b[0] != 7 {
+		t.Fatalf("slot 0 does not hold block 3's data (byte %#x)", b[0])
+	}
+	f.WriteAt([]byte{7 ^ 0x10}, 0x10000+5000)
+	f.Close()
+	server = startServeOverlay(t, bin, nbdinfo, src, ov, sock)
+	defer stop(server)
+	out, err := qio(fmt.Sprintf("read -P 7 %d 4096", 3*ovBlock+4096))
+	if !strings.Contains(out, "read failed: Input/output error") {
+		t.Fatalf("reading the damaged granule: %v\n%s; want an I/O error", err, out)
+	}
+	if strings.Contains(out, "Pattern verification failed") {
+		t.Fatalf("damaged data was served:\n%s", out)
+	}
+	if out, err := qio(fmt.Sprintf("read -P 7 %d 4096", 3*ovBlock), fmt.Sprintf("read -P 0x5a %d 4096", 4*ovBlock)); err != nil || strings.Contains(out, "error") || strings.Contains(out, "failed") {
+		t.Fatalf("reading intact granules around the damage: %v\n%s", err, out)
 	}
 	if testutil.FileSHA256(t, src) != sum {
 		t.Fatal("source image changed")

@@ -2,28 +2,25 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/kvmify/kvmify/bootfix"
+	"github.com/kvmify/kvmify/pipeline"
 	"github.com/kvmify/kvmify/windows"
 	"github.com/spf13/cobra"
 )
 
 // planOptions holds the flags of "plan".
 type planOptions struct {
-	JSON      bool
-	Target    string
-	Partition int // -1: the only partition with Windows
-	Extras    string
-	Overrides windows.Overrides
+	JSON  bool
+	Patch pipeline.PatchOptions
 }
 
 func newPlanCmd() *cobra.Command {
-	opts := planOptions{Partition: -1}
+	var opts planOptions
 	cmd := &cobra.Command{
 		Use:   "plan IMAGE",
 		Short: "Show every registry change and disk extent the boot fix would make, touching nothing",
@@ -39,6 +36,9 @@ Windows volume (partition 0). --target defaults to ide for Windows NT 5.x
 Patching is refused (exit 1, with what to do) for a hibernated or Fast Startup
 system (--allow-hibernated), an unclean NTFS volume (--allow-unclean), a dirty
 hive its logs cannot recover (--allow-dirty-hive) and BitLocker (no override).
+A partition that cannot be read (damaged NTFS metadata or hive, a truncated
+image) is an error, never "no Windows": serve, mount and export refuse it
+with the same message unless --no-patch.
 
 --extras adds opt-in changes: autoreboot (CrashControl\AutoReboot 0),
 intelppm (Start 4), filters (drop class filters naming missing services).
@@ -55,22 +55,22 @@ Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&opts.JSON, "json", false, "print JSON")
-	f.StringVar(&opts.Target, "target", "", "QEMU disk controller: ide or ahci (default by Windows version)")
-	f.IntVar(&opts.Partition, "partition", -1, "partition index holding Windows (default: the only one)")
-	f.StringVar(&opts.Extras, "extras", "", "comma-separated opt-in extras: autoreboot,intelppm,filters")
-	f.BoolVar(&opts.Overrides.AllowHibernated, "allow-hibernated", false, "patch a hibernated or Fast Startup system")
-	f.BoolVar(&opts.Overrides.AllowUnclean, "allow-unclean", false, "patch a volume with an unclean $LogFile or dirty flag")
-	f.BoolVar(&opts.Overrides.AllowDirtyHive, "allow-dirty-hive", false, "patch a dirty hive its logs cannot recover")
+	f.StringVar(&opts.Patch.Target, "target", "", "QEMU disk controller: ide or ahci (default by Windows version)")
+	f.IntVar(&opts.Patch.Partition, "partition", 0, pipeline.PartitionHelp)
+	f.StringVar(&opts.Patch.Extras, "extras", "", "comma-separated opt-in extras: autoreboot,intelppm,filters")
+	f.BoolVar(&opts.Patch.Overrides.AllowHibernated, "allow-hibernated", false, "patch a hibernated or Fast Startup system")
+	f.BoolVar(&opts.Patch.Overrides.AllowUnclean, "allow-unclean", false, "patch a volume with an unclean $LogFile or dirty flag")
+	f.BoolVar(&opts.Patch.Overrides.AllowDirtyHive, "allow-dirty-hive", false, "patch a dirty hive its logs cannot recover")
 	return cmd
 }
 
 // runPlan computes and prints the plan for args[0].
 func runPlan(ctx context.Context, opts planOptions, args []string, stdout io.Writer) error {
-	p, vol, err := planImage(args[0], patchFlags{Target: opts.Target, Partition: opts.Partition,
-		Extras: opts.Extras, Overrides: opts.Overrides})
+	planned, err := pipeline.PlanImage(args[0], opts.Patch)
 	if err != nil {
 		return err
 	}
+	p, vol := planned.Plan, planned.Volume
 	rep := planReport(args[0], vol, p)
 	if opts.JSON {
 		enc := json.NewEncoder(stdout)
@@ -78,49 +78,6 @@ func runPlan(ctx context.Context, opts planOptions, args []string, stdout io.Wri
 		return enc.Encode(rep)
 	}
 	return printPlan(stdout, rep)
-}
-
-// pickVolume selects the partition to patch: the one named, or the only one
-// holding Windows.
-func pickVolume(vols []windows.Volume, index int) (windows.Volume, error) {
-	var with []windows.Volume
-	for _, v := range vols {
-		if index >= 0 && v.Partition.Index == index {
-			if v.Err != nil {
-				return v, fmt.Errorf("partition %d: %w", index, v.Err)
-			}
-			if len(v.Installs) == 0 {
-				return v, fmt.Errorf("partition %d holds no Windows install", index)
-			}
-			return v, nil
-		}
-		if len(v.Installs) > 0 {
-			with = append(with, v)
-		}
-	}
-	if index >= 0 {
-		return windows.Volume{}, usagef("--partition %d: no such partition", index)
-	}
-	switch len(with) {
-	case 1:
-		return with[0], nil
-	case 0:
-		var errs []string
-		for _, v := range vols {
-			if v.Err != nil {
-				errs = append(errs, fmt.Sprintf("partition %d: %v", v.Partition.Index, v.Err))
-			}
-		}
-		if len(errs) > 0 {
-			return windows.Volume{}, fmt.Errorf("no Windows install found (%s)", strings.Join(errs, "; "))
-		}
-		return windows.Volume{}, fmt.Errorf("no Windows install found")
-	}
-	var idx []string
-	for _, v := range with {
-		idx = append(idx, fmt.Sprint(v.Partition.Index))
-	}
-	return windows.Volume{}, usagef("Windows is on partitions %s; choose one with --partition", strings.Join(idx, ", "))
 }
 
 type planJSON struct {
@@ -182,11 +139,11 @@ func planReport(image string, vol windows.Volume, p *windows.Plan) planJSON {
 		r.After = &a
 	}
 	for _, c := range p.Changes {
-		j := changeJSON{Key: c.Key, Value: c.Value, Op: c.Op, Old: valueJSON(c.Old), New: valueJSON(c.New), Why: c.Why}
+		j := changeJSON{Key: c.Key, Value: c.Value, Op: c.Op, Old: pipeline.ValueJSON(c.Old), New: pipeline.ValueJSON(c.New), Why: c.Why}
 		if c.New != nil {
-			j.Type = typeName(c.New.Type)
+			j.Type = pipeline.TypeName(c.New.Type)
 		} else if c.Old != nil {
-			j.Type = typeName(c.Old.Type)
+			j.Type = pipeline.TypeName(c.Old.Type)
 		}
 		r.Changes = append(r.Changes, j)
 	}
@@ -194,42 +151,6 @@ func planReport(image string, vol windows.Volume, p *windows.Plan) planJSON {
 		r.Extents = append(r.Extents, extentJSON{Offset: e.Offset, Length: e.Length, What: e.What})
 	}
 	return r
-}
-
-// valueJSON renders a value for people and scripts: DWORDs as numbers,
-// strings as strings, multi-strings as arrays, anything else as hex; nil
-// stays null (absent).
-func valueJSON(v *bootfix.Value) any {
-	if v == nil {
-		return nil
-	}
-	switch v.Type {
-	case bootfix.TypeDWORD:
-		if n, ok := v.Uint32(); ok {
-			return n
-		}
-	case bootfix.TypeSZ, bootfix.TypeExpandSZ:
-		return v.Text()
-	case bootfix.TypeMultiSZ:
-		return v.Strings()
-	}
-	return hex.EncodeToString(v.Data)
-}
-
-func typeName(t uint32) string {
-	switch t {
-	case bootfix.TypeSZ:
-		return "REG_SZ"
-	case bootfix.TypeExpandSZ:
-		return "REG_EXPAND_SZ"
-	case bootfix.TypeBinary:
-		return "REG_BINARY"
-	case bootfix.TypeDWORD:
-		return "REG_DWORD"
-	case bootfix.TypeMultiSZ:
-		return "REG_MULTI_SZ"
-	}
-	return fmt.Sprintf("0x%x", t)
 }
 
 func printPlan(w io.Writer, r planJSON) error {

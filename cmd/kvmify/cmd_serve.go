@@ -16,9 +16,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/launch"
 	"github.com/kvmify/kvmify/nbd"
-	"github.com/kvmify/kvmify/overlay"
+	"github.com/kvmify/kvmify/pipeline"
 )
 
 // defaultNBDPort is the port IANA assigned to NBD, used when --listen names
@@ -44,20 +44,17 @@ func newServeCmd() *cobra.Command {
 		Short: "Serve the patched disk over NBD through a copy-on-write overlay",
 		Long: `Serve IMAGE (a raw disk image or a block device, opened read-only) over NBD.
 Every write a client makes lands in the overlay, never in IMAGE.
+` + overlayHelp + `
 
-The overlay is --overlay PATH, by default <image name>.kvmify-overlay in the
-current directory; it persists across restarts and belongs to IMAGE alone.
---ephemeral keeps it in a temporary file removed at exit. A new overlay first
-receives the boot fix for the Windows install on IMAGE (registry changes that
-let it boot on QEMU's IDE or AHCI controller, chosen with --target); an overlay
-that already holds a fix is served as it is. --no-patch serves the plain
-copy-on-write view. An image without Windows is served without a fix.
+--no-patch serves the plain copy-on-write view. An image that truly holds no
+Windows is served without a fix.
 
 kvmify listens on a unix socket: --unix PATH, by default
 kvmify-<image name>.nbd.sock in $XDG_RUNTIME_DIR, or in the temporary
 directory when that is unset. A leftover socket file is replaced only when
-nothing listens on it. --listen ADDR serves TCP instead (port 10809 when ADDR
-names none). The exact qemu-system-x86_64, qemu-img and nbdinfo arguments are
+nothing listens on it; a busy socket or port is refused before any overlay
+is created. --listen ADDR serves TCP instead (port 10809 when ADDR names
+none). The exact qemu-system-x86_64, qemu-img and nbdinfo arguments are
 printed on stderr; the NBD URI alone is printed on stdout.
 
 --read-only exports the disk read-only. With --no-patch and no overlay file
@@ -70,9 +67,11 @@ clients that do not upgrade.
 ` + nbdLimitsHelp + `
 
 kvmify serves until interrupted (Ctrl-C or SIGTERM); it then answers the
-requests in flight, flushes the overlay and exits.
+requests in flight, flushes the overlay, rewrites --report and exits 0.
 
-Exit status: 0 success (stopped by a signal), 1 failure or refusal, 2 usage error.`,
+Exit status: 0 success (stopped by a signal once serving), 1 failure or
+refusal, 2 usage error, 130/143 when SIGINT/SIGTERM interrupts it before it
+serves.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runServe(cmd.Context(), opts, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -92,9 +91,6 @@ Exit status: 0 success (stopped by a signal), 1 failure or refusal, 2 usage erro
 }
 
 func (o *serveOptions) check() error {
-	if err := o.patch.check(); err != nil {
-		return err
-	}
 	if err := o.limits.check(); err != nil {
 		return err
 	}
@@ -127,15 +123,20 @@ func runServe(ctx context.Context, opts serveOptions, args []string, stdout, std
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 	}
 
-	backend, what, closeBackend, err := openServeBackend(ctx, image, opts, stderr)
-	if err != nil {
-		return err
-	}
+	// The listener is opened first: a busy socket or port is refused
+	// before any overlay is created.
 	l, uri, err := serveListener(image, opts)
 	if err != nil {
-		closeBackend()
 		return err
 	}
+	req := opts.patch.request(image, stderr)
+	req.SourceDirect = opts.ReadOnly
+	sess, err := pipeline.Open(ctx, req)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	backend, what := sess.Disk(), sess.Describe()
 	srv := &nbd.Server{
 		Exports: map[string]nbd.Export{opts.ExportName: {
 			Name: opts.ExportName, Description: "kvmify " + image, Backend: backend, ReadOnly: opts.ReadOnly}},
@@ -143,7 +144,12 @@ func runServe(ctx context.Context, opts serveOptions, args []string, stdout, std
 		TLSRequired: opts.TLSRequired,
 		Limits:      opts.limits.limits(),
 	}
-	printServeHelp(stderr, image, what, uri, tlsConfig != nil, opts.ReadOnly)
+	line, _, _, err := qemuLine(backend, sess.Record, opts.patch.Patch, launch.Options{ReadOnly: opts.ReadOnly},
+		nbdDisk(l, opts.ExportName, tlsConfig != nil), sess.OverlayPath, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "kvmify: note: no QEMU line (%v)\n", err)
+	}
+	printServeHelp(stderr, image, what, uri, line, tlsConfig != nil)
 	fmt.Fprintln(stdout, uri.String())
 
 	err = srv.Serve(ctx, l)
@@ -152,43 +158,13 @@ func runServe(ctx context.Context, opts serveOptions, args []string, stdout, std
 	}
 	// Serve has answered every request in flight, so closing flushes
 	// everything a client was told is written.
-	if cerr := closeBackend(); err == nil && cerr != nil {
-		err = fmt.Errorf("closing the overlay: %w", cerr)
+	if cerr := sess.Close(); err == nil && cerr != nil {
+		err = cerr
 	}
 	if err == nil {
 		fmt.Fprintf(stderr, "kvmify: stopped serving %s\n", image)
 	}
 	return err
-}
-
-// openServeBackend opens what is exported: the overlay view with the boot
-// fix, or for --read-only --no-patch without an overlay file, the source
-// itself.
-func openServeBackend(ctx context.Context, image string, opts serveOptions, stderr io.Writer) (disk.Reader, string, func() error, error) {
-	if opts.ReadOnly && opts.patch.NoPatch && !opts.patch.Ephemeral && opts.patch.Overlay == "" {
-		if _, err := os.Stat(overlay.DefaultPath(image)); errors.Is(err, fs.ErrNotExist) {
-			src, err := disk.OpenSource(image)
-			if err != nil {
-				return nil, "", nil, err
-			}
-			return src, "the source directly (no overlay)", src.Close, nil
-		}
-	}
-	v, err := openPatchedView(ctx, image, opts.patch, stderr)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	if opts.patch.Report != "" {
-		if err := writeReport(ctx, opts.patch.Report, image, v, opts.patch.Hash); err != nil {
-			v.Close()
-			return nil, "", nil, err
-		}
-	}
-	what := "overlay " + v.ov.Path()
-	if opts.patch.Ephemeral {
-		what = "an ephemeral overlay"
-	}
-	return v.ov, what, v.Close, nil
 }
 
 // defaultSocketPath keeps the socket out of the current directory, whose
@@ -265,21 +241,36 @@ func removeStaleSocket(path string) error {
 	return os.Remove(path)
 }
 
-// qemuEscape doubles commas, which QEMU's option parser reads as separators.
-func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+// tlsCertDirHint stands for the client's x509 directory in printed lines:
+// kvmify holds the server's certificate, not the client's.
+const tlsCertDirHint = "CLIENT_CERT_DIR"
 
-func printServeHelp(w io.Writer, image, what string, uri *url.URL, tls, readOnly bool) {
+// printServeHelp says what is served where, and the QEMU line that boots it
+// (the one 'kvmify boot --dry-run' prints with the same flags).
+func printServeHelp(w io.Writer, image, what string, uri *url.URL, qemu string, tls bool) {
 	fmt.Fprintf(w, "kvmify: serving %s through %s at %s\n", image, what, uri)
+	if qemu != "" {
+		fmt.Fprintf(w, "  %s\n", qemu)
+	}
 	if tls {
-		fmt.Fprintf(w, "  TLS is enabled: libnbd clients use the nbds scheme with tls-certificates=DIR in the URI;\n"+
-			"  QEMU needs -object tls-creds-x509,id=tls0,endpoint=client,dir=DIR and file.tls-creds=tls0\n")
+		fmt.Fprintf(w, "  (TLS: %s is the directory of the client's ca-cert.pem; libnbd clients add tls-certificates=DIR to the URI)\n", tlsCertDirHint)
 	}
-	ro := ""
-	if readOnly {
-		ro = ",readonly=on"
-	}
-	fmt.Fprintf(w, "  qemu-system-x86_64 -drive file=%s,format=raw,cache=none%s\n", qemuEscape(uri.String()), ro)
-	fmt.Fprintf(w, "  qemu-img info '%s'\n", uri)
-	fmt.Fprintf(w, "  nbdinfo '%s'\n", uri)
+	fmt.Fprintf(w, "  %s\n", launch.ShellQuote([]string{"qemu-img", "info", uri.String()}))
+	fmt.Fprintf(w, "  %s\n", launch.ShellQuote([]string{"nbdinfo", uri.String()}))
 	fmt.Fprintf(w, "kvmify: press Ctrl-C to stop; the overlay is flushed on exit\n")
+}
+
+// nbdDisk says where QEMU finds the disk a listener serves.
+func nbdDisk(l net.Listener, export string, tls bool) launch.Disk {
+	d := launch.Disk{Export: export}
+	if tls {
+		d.TLSDir = tlsCertDirHint
+	}
+	switch a := l.Addr().(type) {
+	case *net.UnixAddr:
+		d.Socket = a.Name
+	default:
+		d.Host, d.Port, _ = net.SplitHostPort(a.String())
+	}
+	return d
 }

@@ -154,14 +154,14 @@ func TestServeOverlayRealClients(t *testing.T) {
 	dir := t.TempDir()
 	ov := filepath.Join(dir, "src.ov")
 	opts := serveOptions{Unix: filepath.Join(dir, "s.sock")}
-	opts.patch.NoPatch = true
+	opts.patch.Patch.NoPatch = true
 	opts.patch.Overlay = ov
 
 	s := startServe(t, opts, img)
 	if want := "nbd+unix:///?socket=" + opts.Unix; s.uri != want {
 		t.Errorf("printed URI %q, want %q", s.uri, want)
 	}
-	if want := "qemu-system-x86_64 -drive file=nbd+unix:///?socket=" + opts.Unix + ",format=raw"; !strings.Contains(s.stderr.String(), want) {
+	if want := "file.driver=nbd,file.server.type=unix,file.server.path=" + opts.Unix + " -device"; !strings.Contains(s.stderr.String(), want) {
 		t.Errorf("stderr lacks %q:\n%s", want, s.stderr.String())
 	}
 	if e := nbdinfoOf(t, s.uri); e.Size != serveImageSize || e.ReadOnly || !e.CanFlush || !e.CanFUA || !e.CanTrim || !e.CanZero {
@@ -224,7 +224,7 @@ func TestServeReadOnly(t *testing.T) {
 	for _, ephemeral := range []bool{false, true} {
 		dir := t.TempDir()
 		opts := serveOptions{Unix: filepath.Join(dir, "s.sock"), ReadOnly: true}
-		opts.patch.NoPatch = true
+		opts.patch.Patch.NoPatch = true
 		opts.patch.Ephemeral = ephemeral
 		s := startServe(t, opts, img)
 		if e := nbdinfoOf(t, s.uri); !e.ReadOnly || e.Size != serveImageSize {
@@ -292,7 +292,7 @@ func TestServeTLSRequired(t *testing.T) {
 	cert, key, caDir := writeTestCert(t)
 	dir := t.TempDir()
 	opts := serveOptions{Unix: filepath.Join(dir, "s.sock"), TLSCert: cert, TLSKey: key, TLSRequired: true}
-	opts.patch.NoPatch = true
+	opts.patch.Patch.NoPatch = true
 	opts.patch.Ephemeral = true
 	s := startServe(t, opts, img)
 	if !strings.HasPrefix(s.uri, "nbds+unix://") {
@@ -311,7 +311,7 @@ func TestServeTLSRequired(t *testing.T) {
 func TestServeTCP(t *testing.T) {
 	img := serveImage(t, "tcp.img", 5)
 	opts := serveOptions{Listen: "127.0.0.1:0"}
-	opts.patch.NoPatch = true
+	opts.patch.Patch.NoPatch = true
 	opts.patch.Ephemeral = true
 	s := startServe(t, opts, img)
 	if !strings.HasPrefix(s.uri, "nbd://127.0.0.1:") {
@@ -346,7 +346,7 @@ func TestServeSocketFiles(t *testing.T) {
 	l.SetUnlinkOnClose(false)
 	l.Close()
 	opts := serveOptions{Unix: stale}
-	opts.patch.NoPatch, opts.patch.Ephemeral = true, true
+	opts.patch.Patch.NoPatch, opts.patch.Ephemeral = true, true
 	s := startServe(t, opts, img)
 
 	// A live socket and a regular file are refused.
@@ -428,7 +428,7 @@ func TestServeBinary(t *testing.T) {
 	}
 	s := func() *serving {
 		opts := serveOptions{Unix: filepath.Join(dir, "s2.sock")}
-		opts.patch.NoPatch, opts.patch.Overlay = true, ov
+		opts.patch.Patch.NoPatch, opts.patch.Overlay = true, ov
 		return startServe(t, opts, img)
 	}()
 	run(t, "qemu-io", "-f", "raw", "-c", "read -P 0x77 4M 1M", s.uri)

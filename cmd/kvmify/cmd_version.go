@@ -11,21 +11,39 @@ import (
 // the module's build information is used.
 var version = ""
 
+// toolVersion names this build: the version set at link time, else the
+// module version (a release, or the pseudo-version the go command derives
+// from the VCS), else the VCS revision, marked +dirty for a modified tree.
 func toolVersion() string {
 	if version != "" {
 		return version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				return "devel-" + s.Value[:12]
-			}
-		}
-		if bi.Main.Version != "" {
-			return bi.Main.Version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel (no build information)"
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
 		}
 	}
-	return "devel"
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	if rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		if modified == "true" {
+			rev += "+dirty"
+		}
+		return "devel-" + rev
+	}
+	return "devel (built without VCS information)"
 }
 
 func newVersionCmd() *cobra.Command {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kvmify/kvmify/pipeline"
 )
 
 // Exit codes; only main decides them.
@@ -34,13 +36,26 @@ func usagef(format string, args ...any) error {
 const exitCodesHelp = `
 Exit status: 0 success, 1 failure, 2 usage error.`
 
+// Exit codes of a command interrupted by a signal before it finished, as
+// shells report them (128 + the signal number). serve and mount, which run
+// until stopped, exit 0 after a clean stop instead.
+const (
+	exitSIGINT  = 130
+	exitSIGTERM = 143
+)
+
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kvmify",
 		Short: "Boot a Windows disk image under KVM/QEMU without modifying it",
 		Long: `kvmify serves a Windows disk image over NBD (or FUSE) through a copy-on-write
 overlay, optionally with the registry fixes that let Windows boot on QEMU's
-storage controllers. The source image is only ever opened read-only.` + exitCodesHelp,
+storage controllers. The source image is only ever opened read-only.
+
+Exit status: 0 success, 1 failure or refusal, 2 usage error; a command
+interrupted before it finished exits 130 (SIGINT) or 143 (SIGTERM). serve and
+mount, which run until stopped, exit 0 when a signal stops them cleanly.`,
+		Version:       toolVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -56,6 +71,7 @@ func commands() []*cobra.Command {
 	return []*cobra.Command{
 		newVersionCmd(),
 		newServeCmd(),
+		newBootCmd(),
 		newOverlayCmd(),
 		newHiveCmd(),
 		newInspectCmd(),
@@ -64,6 +80,7 @@ func commands() []*cobra.Command {
 		newExportCmd(),
 		newLsCmd(),
 		newCatCmd(),
+		newVerifyCmd(),
 	}
 }
 
@@ -88,18 +105,46 @@ func rangeArgs(min, max int) cobra.PositionalArgs {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		cancel(interrupted{sig.(syscall.Signal)})
+		signal.Stop(sigs) // a second signal kills at once
+	}()
 	root := newRootCmd()
 	err := root.ExecuteContext(ctx)
+	os.Exit(exitCode(ctx, err))
+}
+
+// interrupted is the cause of a context cancelled by a signal.
+type interrupted struct{ sig syscall.Signal }
+
+func (i interrupted) Error() string { return "interrupted by " + i.sig.String() }
+
+// exitCode decides the exit status (and prints the error): only main does.
+func exitCode(ctx context.Context, err error) int {
 	if err == nil {
-		os.Exit(exitOK)
+		return exitOK
+	}
+	var in interrupted
+	if errors.As(context.Cause(ctx), &in) {
+		fmt.Fprintf(os.Stderr, "kvmify: %v; stopped\n", in)
+		if in.sig == syscall.SIGTERM {
+			return exitSIGTERM
+		}
+		return exitSIGINT
 	}
 	fmt.Fprintf(os.Stderr, "kvmify: %v\n", err)
-	var ue usageError
-	if errors.As(err, &ue) || isCobraUsageError(err) {
-		fmt.Fprintf(os.Stderr, "Run 'kvmify --help' for usage.\n")
-		os.Exit(exitUsage)
+	var st exitStatus
+	if errors.As(err, &st) {
+		return st.code
 	}
-	os.Exit(exitFailure)
+	var ue usageError
+	if errors.As(err, &ue) || pipeline.IsUsage(err) || isCobraUsageError(err) {
+		fmt.Fprintf(os.Stderr, "Run 'kvmify --help' for usage.\n")
+		return exitUsage
+	}
+	return exitFailure
 }
