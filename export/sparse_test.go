@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -196,9 +197,9 @@ func TestExportRefusesExisting(t *testing.T) {
 }
 
 // TestKilledExportLeavesNothing runs the built binary's export and kills it
-// with SIGKILL at times spread over an uninterrupted run's duration: OUT
-// is either absent or the complete image, and no other file is left in its
-// directory.
+// with SIGKILL at times spread over an uninterrupted run's duration and
+// while it holds the file being written: OUT is either absent or the
+// complete image, and nothing partial is left in its directory.
 func TestKilledExportLeavesNothing(t *testing.T) {
 	qemuImg := testutil.RequireTool(t, "qemu-img")
 	bin := testutil.BuildKvmify(t)
@@ -231,7 +232,7 @@ func TestKilledExportLeavesNothing(t *testing.T) {
 	window := time.Since(start)
 	os.Remove(filepath.Join(outDir, "disk.raw"))
 	const trials = 16
-	var killed, finished int
+	var killed, finished, midWrite int
 	for i := range trials {
 		format := []string{"raw", "qcow2"}[i%2]
 		out := filepath.Join(outDir, "disk."+format)
@@ -239,7 +240,13 @@ func TestKilledExportLeavesNothing(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(window * time.Duration(i/2+1) / (trials/2 + 1))
+		if i%4 < 2 {
+			time.Sleep(window * time.Duration(i/2+1) / (trials/2 + 1))
+		} else if writing(cmd.Process.Pid, outDir) {
+			// The export's file is open: kill it in the middle of writing.
+			time.Sleep(time.Duration(i) * time.Millisecond)
+			midWrite++
+		}
 		cmd.Process.Signal(syscall.SIGKILL)
 		err := cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -247,10 +254,20 @@ func TestKilledExportLeavesNothing(t *testing.T) {
 		} else if err == nil {
 			finished++
 		}
+		// The CLI may publish through a hidden name of its own; one left
+		// by a kill at that moment must be complete, like OUT.
 		entries, _ := os.ReadDir(outDir)
 		for _, e := range entries {
-			if e.Name() != filepath.Base(out) {
-				t.Fatalf("trial %d: %s left in OUT's directory", i, e.Name())
+			if name := e.Name(); name != filepath.Base(out) {
+				if !strings.HasPrefix(name, ".") {
+					t.Fatalf("trial %d: %s left in OUT's directory", i, name)
+				}
+				p := filepath.Join(outDir, name)
+				if b, err := exec.Command(qemuImg, "compare", "-f", format, "-F", "raw", p, img).CombinedOutput(); err != nil {
+					t.Fatalf("trial %d: partial %s left in OUT's directory: %v\n%s", i, name, err, b)
+				}
+				t.Logf("trial %d: killed while publishing; complete %s left", i, name)
+				os.Remove(p)
 			}
 		}
 		if _, err := os.Stat(out); err == nil {
@@ -261,11 +278,31 @@ func TestKilledExportLeavesNothing(t *testing.T) {
 			os.Remove(out)
 		}
 	}
-	t.Logf("%d trials over %v: %d killed during export, %d finished first", trials, window.Round(time.Millisecond), killed, finished)
-	if killed == 0 {
-		t.Error("no trial was killed during the export")
+	t.Logf("%d trials over %v: %d killed (%d seen writing OUT's file), %d finished first", trials, window.Round(time.Millisecond), killed, midWrite, finished)
+	if midWrite == 0 {
+		t.Error("no trial was killed while writing the export")
 	}
 	if testutil.FileSHA256(t, img) != h {
 		t.Fatal("source changed")
 	}
+}
+
+// writing waits (up to 10 s) until process pid holds a file open in dir, the
+// export being written, and reports whether it saw one before the process
+// ended.
+func writing(pid int, dir string) bool {
+	fds := fmt.Sprintf("/proc/%d/fd", pid)
+	for range 10000 {
+		entries, err := os.ReadDir(fds)
+		if err != nil {
+			return false
+		}
+		for _, e := range entries {
+			if l, err := os.Readlink(filepath.Join(fds, e.Name())); err == nil && strings.HasPrefix(l, dir+"/") {
+				return true
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
 }
