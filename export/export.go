@@ -1,19 +1,20 @@
 // Package export writes a disk view (normally the patched overlay) out as a
-// standalone image: raw, sparse where the view is zero, or qcow2 through
-// qemu-img, either standalone or as a thin overlay whose backing file is the
-// untouched source.
+// standalone image: raw, sparse where the view is zero, or qcow2 (written
+// directly), or as a thin qcow2 overlay whose backing file is the untouched
+// source (through qemu-img). Holes the view reports (disk.Extenter) are
+// skipped without reading them, and an export appears under its name only
+// once it is complete, so an interrupted run leaves no partial file there.
 package export
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
+	"slices"
 
 	"github.com/kvmify/kvmify/disk"
 )
@@ -28,51 +29,97 @@ type Progress func(done, total int64)
 // Extent is a range of the view that differs from the source.
 type Extent struct {
 	Offset, Length int64
-	Zero           bool // reads as zeros (trimmed or zeroed)
+	// Zero says the range reads as zeros (trimmed or zeroed). QCOW2Backed
+	// finds that out from the data, so it needs no trust in the flag.
+	Zero bool
 }
 
+// sparseBlock is the granularity of hole detection in data: zero runs of
+// this size stay holes in a raw export (qemu-img convert's default -S).
+const sparseBlock = 4096
+
 // Raw writes the whole view to a new raw image at path, leaving holes where
-// the view reads as zeros. It refuses to overwrite an existing file.
+// the view has them or reads as zeros; holes the view reports through
+// disk.Extenter are not even read. The file appears under path only once
+// complete (see createOut). It refuses to overwrite an existing file.
 func Raw(ctx context.Context, src disk.Reader, path string, progress Progress) (err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	o, err := createOut(path)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(path)
-		}
-	}()
+	defer func() { err = o.finish(err) }()
 	size := src.Size()
-	if err := f.Truncate(size); err != nil {
-		return err
+	if err := o.Truncate(size); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
+	p := newProgress(progress, size)
 	buf := make([]byte, chunkSize)
-	for off := int64(0); off < size; off += chunkSize {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		n := int64(chunkSize)
-		if size-off < n {
-			n = size - off
-		}
-		b := buf[:n]
-		if _, err := src.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("reading view at %d: %w", off, err)
-		}
-		if !allZero(b) {
-			if _, err := f.WriteAt(b, off); err != nil {
-				return fmt.Errorf("writing %s at %d: %w", path, off, err)
+	return dataRuns(ctx, src, func(off, n int64) error {
+		for end := off + n; off < end; {
+			if err := ctx.Err(); err != nil {
+				return err
 			}
+			b := buf[:min(chunkSize, end-off)]
+			if err := readView(src, b, off); err != nil {
+				return err
+			}
+			if err := writeNonZero(o.File, b, off); err != nil {
+				return fmt.Errorf("writing %s at byte %d: %w", path, off, err)
+			}
+			off += int64(len(b))
+			p.add(int64(len(b)))
 		}
-		if progress != nil {
-			progress(off+n, size)
-		}
+		return nil
+	}, func(_, n int64) { p.add(n) })
+}
+
+// readView fills b from the view at off.
+func readView(src disk.Reader, b []byte, off int64) error {
+	n, err := src.ReadAt(b, off)
+	if n == len(b) {
+		return nil
 	}
-	return f.Sync()
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("reading the view at byte %d: %w", off+int64(n), err)
+}
+
+// writeNonZero writes the runs of b that are not all zeros at sparseBlock
+// granularity, so that zeros stay holes.
+func writeNonZero(w io.WriterAt, b []byte, off int64) error {
+	for i := 0; i < len(b); {
+		j := i
+		for j < len(b) && !allZero(b[j:min(j+sparseBlock, len(b))]) {
+			j = min(j+sparseBlock, len(b))
+		}
+		if j > i {
+			if _, err := w.WriteAt(b[i:j], off+int64(i)); err != nil {
+				return err
+			}
+			i = j
+			continue
+		}
+		i = min(i+sparseBlock, len(b))
+	}
+	return nil
+}
+
+// progressCounter adds up the bytes done for a Progress callback.
+type progressCounter struct {
+	fn          Progress
+	done, total int64
+}
+
+func newProgress(fn Progress, total int64) *progressCounter {
+	return &progressCounter{fn: fn, total: total}
+}
+
+func (p *progressCounter) add(n int64) {
+	p.done += n
+	if p.fn != nil {
+		p.fn(p.done, p.total)
+	}
 }
 
 func allZero(b []byte) bool {
@@ -87,121 +134,47 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// QCOW2 writes the view as a standalone qcow2 image at path (through a
-// temporary sparse raw file beside it, converted by qemu-img).
-func QCOW2(ctx context.Context, src disk.Reader, path string, progress Progress) error {
-	if _, err := os.Stat(path); err == nil {
-		return fmt.Errorf("%s already exists", path)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".kvmify-export-*.raw")
+// QCOW2 writes the view as a standalone qcow2 image at path, directly (no
+// temporary raw image): clusters the view has as holes or zeros are left
+// unallocated. Like Raw, the file appears under path only once complete.
+func QCOW2(ctx context.Context, src disk.Reader, path string, progress Progress) (err error) {
+	o, err := createOut(path)
 	if err != nil {
 		return err
 	}
-	tmpName := tmp.Name()
-	tmp.Close()
-	os.Remove(tmpName)
-	defer os.Remove(tmpName)
-	if err := Raw(ctx, src, tmpName, progress); err != nil {
-		return err
-	}
-	return qemuImg(ctx, "convert", "-f", "raw", "-O", "qcow2", tmpName, path)
+	defer func() { err = o.finish(err) }()
+	return writeQCOW2(ctx, src, o.File, newProgress(progress, src.Size()))
 }
 
 // QCOW2Backed writes a qcow2 image at path whose backing file is the source
-// (raw, by absolute path) and which holds only the changed extents, read
-// from the view: the smallest faithful export, and the source stays the
-// evidence it was.
+// (raw, by absolute path) and which holds only the clusters the extents
+// touch, read from the view (clusters that read as zeros are marked so):
+// the smallest faithful export, and the source stays the evidence it was.
+// Like Raw, the file appears under path only once complete.
 func QCOW2Backed(ctx context.Context, view disk.Reader, sourcePath string, extents []Extent, path string, progress Progress) (err error) {
-	if _, err := os.Stat(path); err == nil {
-		return fmt.Errorf("%s already exists", path)
-	}
 	abs, err := filepath.Abs(sourcePath)
 	if err != nil {
 		return err
 	}
-	if err := qemuImg(ctx, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", abs, path, fmt.Sprint(view.Size())); err != nil {
+	o, err := createOut(path)
+	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			os.Remove(path)
-		}
-	}()
+	defer func() { err = o.finish(err) }()
+	extents = slices.Clone(extents)
+	slices.SortFunc(extents, func(a, b Extent) int { return cmp.Compare(a.Offset, b.Offset) })
 	var total int64
 	for _, e := range extents {
 		total += e.Length
 	}
-	// qemu-io parses its commands on spaces, so the data files live in a
-	// temporary directory whose path has none.
-	tmpDir, err := os.MkdirTemp("", "kvmify-export-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmpDir)
-
-	// qemu-io takes the data of each write from a file; batch the writes so
-	// one qemu-io process handles up to batchBytes of data.
-	const batchBytes = 64 << 20
-	var cmds []string
-	var pending, done int64
-	flush := func() error {
-		if len(cmds) == 0 {
-			return nil
+	w := newQCOWWriter(o.File, view.Size(), abs, newProgress(progress, total))
+	for _, e := range extents {
+		if e.Offset < 0 || e.Length < 0 || e.Offset > view.Size()-e.Length {
+			return fmt.Errorf("changed extent of %d bytes at byte %d is outside the %d-byte view", e.Length, e.Offset, view.Size())
 		}
-		args := []string{"-f", "qcow2"}
-		for _, c := range cmds {
-			args = append(args, "-c", c)
-		}
-		args = append(args, path)
-		if err := run(ctx, "qemu-io", args...); err != nil {
+		if err := w.copyRange(ctx, view, e.Offset, e.Offset+e.Length); err != nil {
 			return err
 		}
-		done += pending
-		if progress != nil {
-			progress(done, total)
-		}
-		cmds, pending = cmds[:0], 0
-		os.RemoveAll(tmpDir)
-		return os.Mkdir(tmpDir, 0o700)
 	}
-	for _, e := range extents {
-		for off := e.Offset; off < e.Offset+e.Length; {
-			n := min(e.Offset+e.Length-off, int64(batchBytes))
-			if e.Zero {
-				cmds = append(cmds, fmt.Sprintf("write -q -z %d %d", off, n))
-			} else {
-				data := make([]byte, n)
-				if _, err := view.ReadAt(data, off); err != nil && !errors.Is(err, io.EOF) {
-					return fmt.Errorf("reading view at %d: %w", off, err)
-				}
-				name := filepath.Join(tmpDir, fmt.Sprintf("%d", off))
-				if err := os.WriteFile(name, data, 0o600); err != nil {
-					return err
-				}
-				cmds = append(cmds, fmt.Sprintf("write -q -s %s %d %d", name, off, n))
-			}
-			pending += n
-			off += n
-			if pending >= batchBytes || len(cmds) >= 256 {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return flush()
-}
-
-func qemuImg(ctx context.Context, args ...string) error { return run(ctx, "qemu-img", args...) }
-
-func run(ctx context.Context, name string, args ...string) error {
-	path, err := exec.LookPath(name)
-	if err != nil {
-		return fmt.Errorf("%s is needed for this export format: %w", name, err)
-	}
-	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args[:min(2, len(args))], " "), err, bytes.TrimSpace(out))
-	}
-	return nil
+	return w.finish()
 }

@@ -37,6 +37,12 @@ type Options struct {
 	Files []StaticFile
 	// FsName appears as the mount's source in /proc/mounts.
 	FsName string
+	// AllowOther lets users other than the one mounting use the mount
+	// (FUSE allow_other; a user other than root needs user_allow_other in
+	// /etc/fuse.conf). They get what the files' modes allow them: the
+	// kernel checks permissions (default_permissions), and the disk is
+	// writable by its owner only.
+	AllowOther bool
 }
 
 // Mount is a live FUSE mount.
@@ -70,11 +76,17 @@ func New(dir string, opts Options) (*Mount, error) {
 			DirectMount:  true,
 			MaxWrite:     maxRequest,
 			MaxReadAhead: maxRequest,
-			// The disk is served to VMs and tools of whoever mounted it;
-			// root mounts are used by QEMU running as another user too.
-			AllowOther:    os.Geteuid() == 0,
+			AllowOther:   opts.AllowOther,
+			// The kernel enforces the modes and owners shown: without it a
+			// FUSE file system that does not check every access itself
+			// lets anyone who can reach it write the disk, whatever
+			// disk.img's mode says.
+			Options:       []string{"default_permissions"},
 			DisableXAttrs: true,
 		},
+		// Files belong to whoever mounted them.
+		UID:          uint32(os.Getuid()),
+		GID:          uint32(os.Getgid()),
 		EntryTimeout: &timeout,
 		AttrTimeout:  &timeout,
 	})

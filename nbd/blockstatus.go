@@ -92,11 +92,11 @@ scan:
 
 // blockStatus answers NBD_CMD_BLOCK_STATUS with one
 // NBD_REPLY_TYPE_BLOCK_STATUS chunk for base:allocation, or an error chunk.
-func (c *conn) blockStatus(req *rawRequest) {
+func (c *conn) blockStatus(req *rawRequest, charge int64) {
 	x := c.exp
 	descs, err := describe(x.extenter, x.size, int64(req.Offset), int64(req.Length), req.Flags&cmdFlagReqOne != 0)
 	if err != nil {
-		c.errorChunk(req.Handle, errnoFor(err))
+		c.errorChunk(req.Handle, errnoFor(err), charge)
 		return
 	}
 	n := blockStatusHdrLen + len(descs)*blockDescLen
@@ -110,5 +110,5 @@ func (c *conn) blockStatus(req *rawRequest) {
 		binary.BigEndian.PutUint32(p[blockDescFlagsOff:], d.Flags)
 		p = p[blockDescLen:]
 	}
-	c.queue(&reply{data: b})
+	c.queue(&reply{data: b, budget: charge})
 }

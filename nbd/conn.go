@@ -44,12 +44,20 @@ type conn struct {
 	metaAlloc  bool   // that SET selected base:allocation
 
 	stopping atomic.Bool
+	refused  bool // over Limits.MaxConnections: told so and closed
+
+	// Deadlines for the stall timeouts (deadline.go). dlmu orders their
+	// updates with stop's, so that shutdown's grace periods stand.
+	dlmu       sync.Mutex
+	readUntil  time.Time // request loop only
+	writeUntil time.Time // under wmu
 
 	// Transmission state.
 	exp      *export
 	wmu      sync.Mutex // held by whoever writes replies to the socket
 	replies  replyQueue
-	budget   byteBudget
+	budget   byteBudget // this connection's share; charges also come from srv.mem
+	direct   []byte     // the buffer of serveDirect, made on first use
 	slots    chan struct{}
 	jobs     chan job // to idle workers; closed when the request loop ends
 	workers  sync.WaitGroup
@@ -145,6 +153,10 @@ func (c *conn) serve(ctx context.Context) {
 	}
 	defer c.srv.forget(c)
 	defer c.raw.Close()
+	if c.refused {
+		c.refuse()
+		return
+	}
 	c.raw.SetDeadline(time.Now().Add(c.srv.handshakeTimeout()))
 	if c.stopping.Load() {
 		return
@@ -169,6 +181,8 @@ func (c *conn) serve(ctx context.Context) {
 // stop makes the connection finish: reading stops after a short grace, and
 // the request loop then waits for in-flight requests before closing.
 func (c *conn) stop() {
+	c.dlmu.Lock()
+	defer c.dlmu.Unlock()
 	c.stopping.Store(true)
 	// Requests the client sent just before shutdown are still read and
 	// answered for a moment, rather than lost in a reset connection.

@@ -22,7 +22,18 @@
 // Every request is checked by one function (validateRequest) before it is
 // dispatched, and every backend error is turned into an NBD errno by one
 // function (errnoFor). Requests on a connection run concurrently and are
-// answered out of order; memory per connection is bounded by a byte budget.
+// answered out of order.
+//
+// What clients can make the server hold is bounded (Limits): every request
+// is charged, before it is read or served, to a byte budget of its
+// connection and one of the server, and its reply gives the charge back once
+// the socket took it, however it was made (worker, request loop, held for a
+// batch). A connection over its own budget is not read from until its client
+// reads replies; one that finds the server's budget spent serves requests
+// one at a time through a small buffer of its own, so clients that never
+// read cannot starve the others. Sendfile replies hold no buffer. Stalled
+// WRITE payloads and clients that take no replies are disconnected after a
+// timeout, and connections beyond a limit are refused with a message.
 //
 // The read path is built for the page cache, where a server's cost is its
 // copies and wake-ups. A backend that is a disk.FileRanger (a source file,

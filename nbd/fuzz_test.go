@@ -239,3 +239,20 @@ func FuzzRequests(f *testing.F) {
 		fuzzServe(t, srv, append(append([]byte(nil), prefix...), input...))
 	})
 }
+
+// FuzzRequestsDirect is FuzzRequests on a server whose memory budget holds
+// less than most requests, so that they are served directly (serveDirect):
+// streamed READs and WRITEs, replies written before the next request.
+func FuzzRequestsDirect(f *testing.F) {
+	prefix := goHandshake("")
+	f.Add(encodeRequest(CmdRead, 0, 1, 0, 1<<20))
+	f.Add(append(encodeRequest(CmdWrite, cmdFlagFUA, 2, 512, 4), 1, 2, 3, 4))
+	f.Add(append(encodeRequest(CmdWrite, 0, 2, 0, DirectChunk+4), make([]byte, DirectChunk+4)...))
+	f.Add(encodeRequest(CmdWriteZeroes, cmdFlagNoHole, 3, 0, 1<<20))
+	f.Add(encodeRequest(CmdRead, 0, 4, 0, 0))
+	srv := fuzzServer(f)
+	srv.Limits = Limits{Memory: minMemory}
+	f.Fuzz(func(t *testing.T, input []byte) {
+		fuzzServe(t, srv, append(append([]byte(nil), prefix...), input...))
+	})
+}

@@ -222,8 +222,6 @@ const (
 	// maxDrainLen is the largest rejected write payload skipped to keep a
 	// connection alive; beyond it the connection is closed instead.
 	maxDrainLen = 256 << 20
-	// connByteBudget bounds the payload bytes buffered per connection.
-	connByteBudget = 2 * MaxBlockSize
 	// maxInFlight bounds concurrently served requests per connection.
 	maxInFlight = 64
 	// zeroChunk is the write size used to emulate WRITE_ZEROES on backends

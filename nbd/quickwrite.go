@@ -7,7 +7,7 @@ package nbd
 // lock, which lets one writer in at a time anyway. Writes with FUA wait for
 // a flush and stay with the workers. It reports false, having written
 // nothing, when the write must go the ordinary way.
-func (c *conn) quickWrite(req rawRequest, buf *[]byte) bool {
+func (c *conn) quickWrite(req rawRequest, buf *[]byte, charge int64) bool {
 	x := c.exp
 	if x.quick == nil || req.Flags&cmdFlagFUA != 0 {
 		return false
@@ -17,12 +17,13 @@ func (c *conn) quickWrite(req rawRequest, buf *[]byte) bool {
 		return false
 	}
 	c.srv.pool.put(buf)
-	c.budget.release(int64(req.Length))
+	// Only the reply is still charged.
+	c.release(charge - replyCost)
 	if err != nil {
-		c.reply(&req, errnoFor(err))
+		c.reply(&req, errnoFor(err), replyCost)
 		return true
 	}
-	r := reply{smallN: simpleReplyLen}
+	r := reply{smallN: simpleReplyLen, budget: replyCost}
 	putReplyHeader(r.small[:], req.Handle, errnoOK)
 	c.answer(&r, 0)
 	return true

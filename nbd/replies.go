@@ -13,7 +13,7 @@ const smallReplyMax = structReplyLen + errorChunkLen
 type reply struct {
 	buf    *[]byte // pooled buffer holding the reply from start on, or nil
 	start  int
-	budget int64  // payload bytes to give back to the budget once written
+	budget int64  // bytes charged to the budgets, given back once written
 	data   []byte // a reply in memory of its own, or nil
 	small  [smallReplyMax]byte
 	smallN int
@@ -89,19 +89,19 @@ func (c *conn) writeQueued() {
 		// After a failed write the stream is unusable; buffers are still
 		// given back so the request loop cannot starve on its budget.
 		if !c.brokeErr.Load() {
-			if _, err := iov.WriteTo(c.nc); err != nil {
+			if err := c.writeBuffers(iov); err != nil {
 				c.broken()
 			}
 		}
+		var charged int64
 		for i := range batch {
 			if b := batch[i].buf; b != nil {
 				c.srv.pool.put(b)
-				if batch[i].budget != 0 {
-					c.budget.release(batch[i].budget)
-				}
 			}
+			charged += batch[i].budget
 			batch[i] = reply{}
 		}
+		c.release(charged)
 		clear(q.iov[:cap(q.iov)])
 		// Only the writer, holding wmu, touches spare outside mu.
 		q.spare = batch[:0]

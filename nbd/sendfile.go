@@ -49,9 +49,10 @@ func (c *conn) sendHeaderAndFile(hdr []byte, f *os.File, off, n int64) error {
 }
 
 // sendHeaderAndFD is sendHeaderAndFile with the file's descriptor held.
+// It waits for the socket under the reply timeout.
 func (c *conn) sendHeaderAndFD(hdr []byte, in int, off, n int64) error {
 	var opErr error
-	err := c.rawSock.Write(func(fd uintptr) bool {
+	send := func(fd uintptr) bool {
 		for len(hdr) > 0 {
 			// MSG_MORE keeps TCP from sending the header in a packet of
 			// its own ahead of the data.
@@ -86,6 +87,13 @@ func (c *conn) sendHeaderAndFD(hdr []byte, in int, off, n int64) error {
 			}
 		}
 		return true
-	})
-	return errors.Join(err, opErr)
+	}
+	for {
+		c.armWrite()
+		left := int64(len(hdr)) + n
+		err := c.rawSock.Write(send)
+		if err == nil || opErr != nil || !c.again(err, int64(len(hdr))+n < left, &c.writeUntil) {
+			return errors.Join(err, opErr)
+		}
+	}
 }

@@ -50,13 +50,19 @@ type Server struct {
 	TLSRequired bool
 	// HandshakeTimeout bounds negotiation; zero means 30 seconds.
 	HandshakeTimeout time.Duration
+	// Limits bound what clients can make the server hold; see Limits.
+	Limits Limits
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	closed    bool
+	served    int // connections in conns that were not refused
 	wg        sync.WaitGroup
 	pool      bufPool
+	mem       sharedBudget
+	limits    Limits // with defaults filled in, fixed by initLimits
+	limitsSet bool
 }
 
 // defaultHandshakeTimeout keeps a silent client from holding a goroutine
@@ -148,7 +154,7 @@ func (s *Server) check() error {
 	if s.TLSRequired && s.TLSConfig == nil {
 		return errors.New("nbd: TLSRequired without TLSConfig")
 	}
-	return nil
+	return s.Limits.check()
 }
 
 func (s *Server) trackListener(l net.Listener) bool {
@@ -160,6 +166,7 @@ func (s *Server) trackListener(l net.Listener) bool {
 	if s.listeners == nil {
 		s.listeners = make(map[net.Listener]struct{})
 	}
+	s.initLimits()
 	s.listeners[l] = struct{}{}
 	return true
 }
@@ -180,16 +187,38 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
 	}
+	s.initLimits()
 	c := &conn{srv: s, raw: nc, nc: nc}
+	if s.limits.MaxConnections > 0 && s.served >= s.limits.MaxConnections {
+		// Refused connections are told why and closed; they are tracked
+		// so that shutdown waits for them too, but hold no budget.
+		c.refused = true
+	} else {
+		s.served++
+	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return c
+}
+
+// initLimits fixes the limits when the first connection or Serve call
+// needs them; the caller holds mu.
+func (s *Server) initLimits() {
+	if s.limitsSet {
+		return
+	}
+	s.limitsSet = true
+	s.limits = s.Limits.withDefaults()
+	s.mem.give(s.limits.Memory)
 }
 
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
+	if !c.refused {
+		s.served--
+	}
 }
 
 func (s *Server) handshakeTimeout() time.Duration {

@@ -45,17 +45,18 @@ func (x *export) readReplyHeader(h *[replyHeadroom]byte, handle, off uint64, n i
 // replies are negotiated an error must be an error chunk for READ and
 // BLOCK_STATUS and is preferred for the rest (spec), while success on the
 // other commands may stay a simple reply, which is shorter.
-func (c *conn) reply(req *rawRequest, errno uint32) {
+// The reply gives charge back to the budgets once written.
+func (c *conn) reply(req *rawRequest, errno uint32, charge int64) {
 	if errno == errnoOK || !c.exp.structured {
-		c.simpleReply(req.Handle, errno)
+		c.simpleReply(req.Handle, errno, charge)
 		return
 	}
-	c.errorChunk(req.Handle, errno)
+	c.errorChunk(req.Handle, errno, charge)
 }
 
 // errorChunk sends a final NBD_REPLY_TYPE_ERROR chunk without a message.
-func (c *conn) errorChunk(handle uint64, errno uint32) {
-	r := reply{smallN: structReplyLen + errorChunkLen}
+func (c *conn) errorChunk(handle uint64, errno uint32, charge int64) {
+	r := reply{smallN: structReplyLen + errorChunkLen, budget: charge}
 	putStructHeader(r.small[:], replyFlagDone, replyTypeError, handle, errorChunkLen)
 	binary.BigEndian.PutUint32(r.small[structReplyLen:], errno)
 	// The message length at structReplyLen+4 stays zero.

@@ -3,6 +3,7 @@ package nbd
 import (
 	"encoding/binary"
 	"io"
+	"os"
 )
 
 // verdict is validateRequest's decision about one request.
@@ -90,7 +91,7 @@ func validateRequest(x *export, req *rawRequest) (verdict, uint32) {
 // I/O error or stop; in-flight requests are answered before it returns.
 func (c *conn) transmit(x *export) {
 	c.exp = x
-	c.budget.init(connByteBudget)
+	c.budget.init(c.srv.limits.ConnMemory)
 	c.slots = make(chan struct{}, maxInFlight)
 	c.jobs = make(chan job)
 	defer c.workers.Wait()
@@ -102,7 +103,7 @@ func (c *conn) transmit(x *export) {
 			// About to wait for the client: first send what was answered.
 			c.flushHeld()
 		}
-		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+		if err := c.readHeader(hdr[:]); err != nil {
 			return
 		}
 		req := decodeRequest(hdr[:])
@@ -112,11 +113,16 @@ func (c *conn) transmit(x *export) {
 			return
 		case verdictReject:
 			if req.Type == CmdWrite {
-				if _, err := io.CopyN(io.Discard, c.r, int64(req.Length)); err != nil {
+				if err := c.skipPayload(int64(req.Length)); err != nil {
 					return
 				}
 			}
-			c.reply(&req, errno)
+			if c.acquire(replyCost) {
+				c.reply(&req, errno, replyCost)
+			} else {
+				c.reply(&req, errno, 0)
+				c.sendNow()
+			}
 			continue
 		}
 		if req.Type == CmdDisc {
@@ -126,25 +132,42 @@ func (c *conn) transmit(x *export) {
 	}
 }
 
-// dispatch reads a write's payload (only the request loop may read the
-// socket) and hands the request to a worker goroutine.
+// dispatch charges a request to the memory budgets, reads a write's
+// payload (only the request loop may read the socket) and serves the
+// request or hands it to a worker goroutine.
 func (c *conn) dispatch(req rawRequest) {
-	if req.Type == CmdRead && c.readFromFile(req) {
+	x := c.exp
+	var f *os.File
+	var foff int64
+	inFile := false
+	if req.Type == CmdRead && x.filer != nil {
+		f, foff, inFile = x.filer.FileRange(int64(req.Offset), int64(req.Length))
+		if inFile && c.sendFileFits(req) {
+			// No buffer: the kernel takes the data from the page cache,
+			// and a client that reads slowly holds up only this loop.
+			c.sendFileReply(req, f, foff)
+			return
+		}
+	}
+	charge := c.cost(&req)
+	if !c.acquire(charge) {
+		c.serveDirect(req)
+		return
+	}
+	if inFile && c.copyFromFile(req, f, foff, charge) {
 		return
 	}
 	var buf *[]byte
-	n := int64(req.Length)
 	if req.Type == CmdRead || req.Type == CmdWrite {
-		c.budget.acquire(n)
-		buf = c.srv.pool.get(int(n))
+		buf = c.srv.pool.get(int(req.Length))
 		if req.Type == CmdWrite {
-			if _, err := io.ReadFull(c.r, (*buf)[replyHeadroom:]); err != nil {
+			if err := c.readPayload((*buf)[replyHeadroom:]); err != nil {
 				c.srv.pool.put(buf)
-				c.budget.release(n)
+				c.release(charge)
 				c.broken()
 				return
 			}
-			if c.quickWrite(req, buf) {
+			if c.quickWrite(req, buf, charge) {
 				return
 			}
 		}
@@ -154,14 +177,11 @@ func (c *conn) dispatch(req rawRequest) {
 	// cross-thread wake-up, which is most of the server's CPU overhead at
 	// queue depth 1; a request arriving meanwhile waits at most for this one.
 	if len(c.slots) == 0 && c.r.Buffered() == 0 {
-		if !c.handle(req, buf) && buf != nil {
-			c.srv.pool.put(buf)
-			c.budget.release(n)
-		}
+		c.handle(req, buf, charge)
 		return
 	}
 	c.slots <- struct{}{}
-	j := job{req: req, buf: buf}
+	j := job{req: req, buf: buf, charge: charge}
 	// A long-lived worker that is idle takes the request; only when none is
 	// (at most maxInFlight exist, bounded by slots) is another started, so a
 	// steady queue depth costs no goroutine start per request.
@@ -175,8 +195,9 @@ func (c *conn) dispatch(req rawRequest) {
 
 // job is one validated request handed to a worker.
 type job struct {
-	req rawRequest
-	buf *[]byte
+	req    rawRequest
+	buf    *[]byte
+	charge int64
 }
 
 // work serves j and then whatever the request loop hands over, until the
@@ -184,10 +205,7 @@ type job struct {
 func (c *conn) work(j job) {
 	defer c.workers.Done()
 	for {
-		if !c.handle(j.req, j.buf) && j.buf != nil {
-			c.srv.pool.put(j.buf)
-			c.budget.release(int64(j.req.Length))
-		}
+		c.handle(j.req, j.buf, j.charge)
 		<-c.slots
 		var ok bool
 		if j, ok = <-c.jobs; !ok {
@@ -196,9 +214,12 @@ func (c *conn) work(j job) {
 	}
 }
 
-// handle performs a validated request and replies. It reports whether buf
-// went to the reply queue, which then gives it and its budget back.
-func (c *conn) handle(req rawRequest, buf *[]byte) bool {
+// handle performs a validated request and queues its one reply, which
+// carries charge back to the budgets once written. buf holds a READ's or
+// WRITE's payload; it goes to the reply queue with a READ's data and back
+// to the pool otherwise. A zero charge means the request is served
+// directly (serveDirect), which may use the connection's direct buffer.
+func (c *conn) handle(req rawRequest, buf *[]byte, charge int64) {
 	x := c.exp
 	off := int64(req.Offset)
 	n := int64(req.Length)
@@ -207,24 +228,18 @@ func (c *conn) handle(req rawRequest, buf *[]byte) bool {
 	switch req.Type {
 	case CmdRead:
 		b := *buf
-		var got int
-		got, err = x.Backend.ReadAt(b[replyHeadroom:], off)
-		if got == len(b)-replyHeadroom {
-			err = nil // io.EOF alongside a full read is allowed by io.ReaderAt
-		} else if err == nil {
-			err = io.ErrUnexpectedEOF
-		}
+		err = readFullAt(x.Backend, b[replyHeadroom:], off)
 		if err == nil {
 			h := x.readReply(b, req.Handle, req.Offset)
-			c.queue(&reply{buf: buf, start: len(b) - len(h), budget: n})
-			return true
+			c.queue(&reply{buf: buf, start: len(b) - len(h), budget: charge})
+			return
 		}
 	case CmdWrite:
 		_, err = x.writer.WriteAt((*buf)[replyHeadroom:], off)
 	case CmdTrim:
 		err = x.trimmer.Trim(off, n)
 	case CmdWriteZeroes:
-		err = c.writeZeroes(off, n)
+		err = c.writeZeroes(off, n, charge == 0)
 	case CmdFlush:
 		if x.flusher != nil {
 			err = x.flusher.Flush()
@@ -232,26 +247,51 @@ func (c *conn) handle(req rawRequest, buf *[]byte) bool {
 	case CmdCache:
 		// A hint only; the backends cache in the page cache already.
 	case CmdBlockStatus:
-		c.blockStatus(&req)
-		return false
+		c.blockStatus(&req, charge)
+		return
+	}
+	if buf != nil {
+		// The payload is done with; only the reply is still charged.
+		c.srv.pool.put(buf)
+		c.release(charge - replyCost)
+		charge = replyCost
 	}
 	if err == nil && fua {
 		err = x.flusher.Flush()
 	}
-	c.reply(&req, errnoFor(err))
-	return false
+	c.reply(&req, errnoFor(err), charge)
 }
 
-func (c *conn) writeZeroes(off, n int64) error {
+// readFullAt fills p from r at off; io.EOF alongside a full read is
+// allowed by io.ReaderAt, a short read is an error.
+func readFullAt(r io.ReaderAt, p []byte, off int64) error {
+	got, err := r.ReadAt(p, off)
+	if got == len(p) {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// writeZeroes emulates WRITE_ZEROES with zero-filled writes when the
+// backend is no Zeroer, through the direct buffer when direct is set.
+func (c *conn) writeZeroes(off, n int64, direct bool) error {
 	x := c.exp
 	if x.zeroer != nil {
 		return x.zeroer.Zero(off, n)
 	}
-	chunk := min(n, zeroChunk)
-	buf := c.srv.pool.get(int(chunk))
-	defer c.srv.pool.put(buf)
-	z := (*buf)[replyHeadroom:]
+	var z []byte
+	if direct {
+		z = c.directBuf()[replyHeadroom:]
+	} else {
+		buf := c.srv.pool.get(int(min(n, zeroChunk)))
+		defer c.srv.pool.put(buf)
+		z = (*buf)[replyHeadroom:]
+	}
 	clear(z)
+	chunk := int64(len(z))
 	for n > 0 {
 		m := min(n, chunk)
 		if _, err := x.writer.WriteAt(z[:m], off); err != nil {
@@ -269,8 +309,8 @@ func putReplyHeader(b []byte, handle uint64, errno uint32) {
 	binary.BigEndian.PutUint64(b[8:], handle)
 }
 
-func (c *conn) simpleReply(handle uint64, errno uint32) {
-	r := reply{smallN: simpleReplyLen}
+func (c *conn) simpleReply(handle uint64, errno uint32, charge int64) {
+	r := reply{smallN: simpleReplyLen, budget: charge}
 	putReplyHeader(r.small[:], handle, errno)
 	c.queue(&r)
 }

@@ -32,8 +32,9 @@ func newExportCmd() *cobra.Command {
 file OUT. The source is only read.
 
 --format raw writes a sparse raw image; --format qcow2 a standalone qcow2
-image (via qemu-img); --format qcow2 --backing a small qcow2 image holding only
-the changed clusters, whose backing file is IMAGE itself.
+image (written directly, no qemu-img needed); --format qcow2 --backing a
+small qcow2 image holding only the changed clusters, whose backing file is
+IMAGE itself.
 
 The overlay is --overlay PATH, else the image's default overlay when it
 exists (export what serve has served), else a temporary one. A new overlay

@@ -18,8 +18,9 @@ import (
 )
 
 type mountOptions struct {
-	patch    patchFlags
-	ReadOnly bool
+	patch      patchFlags
+	ReadOnly   bool
+	AllowOther bool
 }
 
 func newMountCmd() *cobra.Command {
@@ -41,7 +42,9 @@ foreground and unmounts on Ctrl-C or SIGTERM (exit 0), rewriting --report with
 the overlay's final extents. A missing or non-empty DIR is refused before any
 overlay is created; a dead mount left at DIR by a killed process is reported
 with the command that clears it. Without a Windows install (e.g. --no-patch
-of a data disk) the SYSTEM files are absent.
+of a data disk) the SYSTEM files are absent. Only the user who mounts can use
+the mount unless --allow-other; then others may read, and only the owner may
+write disk.img (the kernel checks the modes shown).
 ` + overlayHelp + `
 
 Exit status: 0 success, 1 failure or refusal, 2 usage error, 130/143 when
@@ -53,6 +56,7 @@ SIGINT/SIGTERM interrupts it (before mounting, for mount).`,
 	}
 	opts.patch.register(cmd.Flags())
 	cmd.Flags().BoolVar(&opts.ReadOnly, "read-only", false, "make disk.img read-only")
+	cmd.Flags().BoolVar(&opts.AllowOther, "allow-other", false, "let other users (e.g. a QEMU running as another user) use the mount, as the files' modes allow: read-only for them")
 	return cmd
 }
 
@@ -83,7 +87,7 @@ func runMount(ctx context.Context, opts mountOptions, args []string, stderr io.W
 	if err != nil {
 		return err
 	}
-	m, err := fusemount.New(dir, fusemount.Options{Disk: sess.Overlay, ReadOnly: opts.ReadOnly, Files: files, FsName: "kvmify:" + image})
+	m, err := fusemount.New(dir, fusemount.Options{Disk: sess.Overlay, ReadOnly: opts.ReadOnly, Files: files, FsName: "kvmify:" + image, AllowOther: opts.AllowOther})
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ type serveOptions struct {
 	TLSKey      string
 	TLSRequired bool
 	ExportName  string
+	limits      nbdLimitFlags
 }
 
 func newServeCmd() *cobra.Command {
@@ -63,6 +64,8 @@ then served directly and no overlay is created.
 --tls-cert/--tls-key enable NBD STARTTLS (TLS 1.3); --tls-required refuses
 clients that do not upgrade.
 
+` + nbdLimitsHelp + `
+
 kvmify serves until interrupted (Ctrl-C or SIGTERM); it then answers the
 requests in flight, flushes the overlay, rewrites --report and exits 0.
 
@@ -75,6 +78,7 @@ serves.`,
 		},
 	}
 	opts.patch.register(cmd.Flags())
+	opts.limits.register(cmd.Flags())
 	f := cmd.Flags()
 	f.StringVar(&opts.Unix, "unix", "", "unix socket path (default kvmify-<image name>.nbd.sock in $XDG_RUNTIME_DIR or the temp dir)")
 	f.StringVar(&opts.Listen, "listen", "", "serve TCP on this address, e.g. 127.0.0.1 or [::]:10809 (default port 10809)")
@@ -87,6 +91,9 @@ serves.`,
 }
 
 func (o *serveOptions) check() error {
+	if err := o.limits.check(); err != nil {
+		return err
+	}
 	if o.Unix != "" && o.Listen != "" {
 		return usagef("--unix and --listen exclude each other")
 	}
@@ -135,6 +142,7 @@ func runServe(ctx context.Context, opts serveOptions, args []string, stdout, std
 			Name: opts.ExportName, Description: "kvmify " + image, Backend: backend, ReadOnly: opts.ReadOnly}},
 		TLSConfig:   tlsConfig,
 		TLSRequired: opts.TLSRequired,
+		Limits:      opts.limits.limits(),
 	}
 	line, _, _, err := qemuLine(backend, sess.Record, opts.patch.Patch, launch.Options{ReadOnly: opts.ReadOnly},
 		nbdDisk(l, opts.ExportName, tlsConfig != nil), sess.OverlayPath, nil)
