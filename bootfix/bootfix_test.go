@@ -128,6 +128,7 @@ func TestPredictCorpus(t *testing.T) {
 		{"win7-sp1-x64.SYSTEM", TargetIDE, true, "intelide, atapi, disk"},
 		{"win10-1709-x64.SYSTEM", TargetAHCI, false, `service storahci Start=0 but StartOverride\0=3`},
 		{"win10-1709-x64.SYSTEM", TargetIDE, false, `StartOverride\0=3`},
+		{"win10-1709-x64.SYSTEM", TargetNVMe, false, `service stornvme Start=0 but StartOverride\0=3`},
 	} {
 		_, h := corpusHive(t, tc.file)
 		p, err := Predict(FromRegistry(h), factsFor(t, h), tc.target)
@@ -209,6 +210,7 @@ func TestFixCorpus(t *testing.T) {
 		{"win7-sp1-x64.SYSTEM", TargetAHCI, []string{`ControlSet001\Services\msahci|Start`, `ControlSet002\Services\msahci|Start`}},
 		{"win10-1709-x64.SYSTEM", TargetAHCI, []string{`ControlSet001\Services\storahci\StartOverride|0`}},
 		{"win10-1709-x64.SYSTEM", TargetIDE, []string{`ControlSet001\Services\intelide\StartOverride|0`, `ControlSet001\Services\atapi\StartOverride|0`}},
+		{"win10-1709-x64.SYSTEM", TargetNVMe, []string{`ControlSet001\Services\stornvme\StartOverride|0`}},
 	} {
 		t.Run(tc.file+"/"+string(tc.target), func(t *testing.T) {
 			srcSum := testutil.FileSHA256(t, testutil.CorpusFile(t, tc.file))
@@ -268,10 +270,21 @@ func TestFixCorpus(t *testing.T) {
 
 func TestProfileUnsupported(t *testing.T) {
 	xp := Version{Major: 5, Minor: 1}
-	for _, tgt := range []Target{TargetAHCI, TargetVirtio} {
+	for _, tgt := range []Target{TargetAHCI, TargetNVMe, TargetVirtio} {
 		if _, err := ProfileFor(xp, tgt); err == nil {
 			t.Errorf("ProfileFor(XP, %s) succeeded; XP has no inbox driver for it", tgt)
 		}
+	}
+}
+
+func TestNVMeNeedsWindows8Family(t *testing.T) {
+	for _, v := range []Version{{Major: 5, Minor: 1}, {Major: 6, Minor: 1}} {
+		if _, err := ProfileFor(v, TargetNVMe); err == nil || !strings.Contains(err.Error(), "stornvme") {
+			t.Errorf("ProfileFor(%s, nvme) = %v; want a refusal naming stornvme", v, err)
+		}
+	}
+	if _, err := ProfileFor(Version{Major: 10}, TargetNVMe); err != nil {
+		t.Errorf("ProfileFor(10.0, nvme): %v", err)
 	}
 }
 
@@ -408,5 +421,29 @@ func TestWin7IDEChangesOnlyWhatDiffers(t *testing.T) {
 	want := []string{`ControlSet001\Services\pciide\Start`, `ControlSet002\Services\pciide\Start`}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("changes %v, want %v (corpus README: intelide 0, pciide 3, atapi 0)", got, want)
+	}
+}
+
+func TestRTCIsUTC(t *testing.T) {
+	for _, file := range []string{"xp-sp3-x86.SYSTEM", "win7-sp1-x64.SYSTEM", "win10-1709-x64.SYSTEM"} {
+		data, h := corpusHive(t, file)
+		utc, err := RTCIsUTC(FromRegistry(h))
+		if err != nil || utc {
+			t.Errorf("%s: RTCIsUTC = %v, %v; the corpus installs keep local time", file, utc, err)
+		}
+		cs, err := CurrentControlSet(FromRegistry(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		one := DWORD(1)
+		ch := []Change{{Key: cs.Name + `\Control\TimeZoneInformation`, Value: "RealTimeIsUniversal", Op: OpSet, New: &one}}
+		patched, _ := applyWithHivex(t, data, ch)
+		ph, err := registry.Open(patched)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if utc, err := RTCIsUTC(FromRegistry(ph)); err != nil || !utc {
+			t.Errorf("%s with RealTimeIsUniversal=1: RTCIsUTC = %v, %v", file, utc, err)
+		}
 	}
 }

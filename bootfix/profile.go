@@ -111,6 +111,17 @@ func ProfileFor(v Version, t Target) (Profile, error) {
 		p := startZero("8+ IDE", []string{"intelide", "pciide", "atapi"}, ideDriverFiles)
 		p.ClearStartOverride = []string{"intelide", "pciide", "atapi"}
 		return p, nil
+	case t == TargetNVMe && fam != FamilyNT62:
+		return Profile{}, fmt.Errorf("%w for nvme on Windows %s: the inbox NVMe driver (stornvme) arrived with Windows 8.1; use --target ahci", ErrUnsupported, v)
+	case t == TargetNVMe:
+		// stornvme binds PCI\CC_010802 through the DriverDatabase of
+		// Windows 8.1 and later; only its start type and override need
+		// setting. Windows 8 (6.2) has no stornvme service: the prediction
+		// says so rather than the profile, since a SYSTEM-only guess cannot
+		// tell 8 from 8.1.
+		p := startZero("8.1+ NVMe", []string{"stornvme"}, []string{`System32\drivers\stornvme.sys`})
+		p.ClearStartOverride = []string{"stornvme"}
+		return p, nil
 	case fam == FamilyNT62 && t == TargetAHCI:
 		p := startZero("8+ AHCI", []string{"storahci"}, []string{`System32\drivers\storahci.sys`})
 		p.ClearStartOverride = []string{"storahci"}

@@ -12,11 +12,12 @@ type Target string
 const (
 	TargetIDE    Target = "ide"    // i440fx machine: PIIX3 IDE
 	TargetAHCI   Target = "ahci"   // q35 machine: ICH9 AHCI
+	TargetNVMe   Target = "nvme"   // QEMU's NVMe controller
 	TargetVirtio Target = "virtio" // virtio-blk (legacy PCI ID)
 )
 
 // Targets lists every modelled target in display order.
-var Targets = []Target{TargetIDE, TargetAHCI, TargetVirtio}
+var Targets = []Target{TargetIDE, TargetAHCI, TargetNVMe, TargetVirtio}
 
 // ParseTarget checks a target name given by a user.
 func ParseTarget(s string) (Target, error) {
@@ -25,7 +26,7 @@ func ParseTarget(s string) (Target, error) {
 			return t, nil
 		}
 	}
-	return "", fmt.Errorf("%w %q (want ide, ahci or virtio)", ErrUnknownTarget, s)
+	return "", fmt.Errorf("%w %q (want ide, ahci, nvme or virtio)", ErrUnknownTarget, s)
 }
 
 // PCIDevice is the identity a PCI function reports in its configuration
@@ -46,6 +47,10 @@ var (
 		Revision: 0x00, Class: 0x01, SubClass: 0x01, ProgIF: 0x80, Name: "PIIX3 IDE (i440fx)"}
 	ICH9AHCI = PCIDevice{Vendor: 0x8086, Device: 0x2922, SubsysVendor: 0x1af4, SubsysID: 0x1100,
 		Revision: 0x02, Class: 0x01, SubClass: 0x06, ProgIF: 0x01, Name: "ICH9 AHCI (q35)"}
+	// QEMU's hw/nvme: Red Hat's 1b36:0010, revision 2, class 01 08 02
+	// (NVM Express), default subsystem.
+	QEMUNVMe = PCIDevice{Vendor: 0x1b36, Device: 0x0010, SubsysVendor: 0x1af4, SubsysID: 0x1100,
+		Revision: 0x02, Class: 0x01, SubClass: 0x08, ProgIF: 0x02, Name: "NVMe (QEMU)"}
 	VirtioBlk = PCIDevice{Vendor: 0x1af4, Device: 0x1001, SubsysVendor: 0x1af4, SubsysID: 0x0002,
 		Revision: 0x00, Class: 0x01, SubClass: 0x00, ProgIF: 0x00, Name: "virtio-blk (legacy)"}
 )
@@ -55,6 +60,8 @@ func (t Target) Controller() PCIDevice {
 	switch t {
 	case TargetAHCI:
 		return ICH9AHCI
+	case TargetNVMe:
+		return QEMUNVMe
 	case TargetVirtio:
 		return VirtioBlk
 	}

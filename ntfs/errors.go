@@ -37,8 +37,14 @@ type FormatError struct {
 
 func (e *FormatError) Error() string {
 	s := fmt.Sprintf("ntfs: %s at byte 0x%x: %s", e.Structure, e.Offset, e.Msg)
-	if e.Value != nil {
-		s += fmt.Sprintf(" (value %v)", e.Value)
+	switch v := e.Value.(type) {
+	case nil:
+	case string, []byte:
+		// Raw on-disk bytes (an OEM ID, a signature) are quoted so that
+		// NULs and control bytes never reach a terminal or a log as is.
+		s += fmt.Sprintf(" (value %q)", v)
+	default:
+		s += fmt.Sprintf(" (value %v)", v)
 	}
 	return s
 }

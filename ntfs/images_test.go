@@ -78,6 +78,7 @@ var allImages = []testImage{
 	{"mbr-logical.img", 4096, partition.SchemeMBR},
 	{"gpt.img", 4096, partition.SchemeGPT},
 	{"win-copy.img", 2048, partition.SchemeMBR},
+	{"frag-mft.img", 512, partition.SchemeNone},
 }
 
 // openedImage is an image's NTFS volume plus a standalone copy of the

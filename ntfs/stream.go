@@ -67,7 +67,13 @@ func (s *Stream) Sparse() bool {
 }
 
 // newStream merges fragments (all of one type and name) into a Stream.
-func (v *Volume) newStream(frags []*Attr) (*Stream, error) {
+func (v *Volume) newStream(frags []*Attr) (*Stream, error) { return v.buildStream(frags, false) }
+
+// buildStream merges fragments into a Stream. With partial set, the runs
+// may stop short of the data size and a gap in the fragments' VCNs ends the
+// runs instead of failing: $MFT is read that way while the extension
+// records that hold the rest of its runlist are still being loaded.
+func (v *Volume) buildStream(frags []*Attr, partial bool) (*Stream, error) {
 	sort.SliceStable(frags, func(i, j int) bool { return frags[i].LowestVCN < frags[j].LowestVCN })
 	first := frags[0]
 	s := &Stream{v: v, Type: first.Type, Name: first.Name, Fragments: frags,
@@ -90,6 +96,9 @@ func (v *Volume) newStream(frags []*Attr) (*Stream, error) {
 	s.dataSize, s.initSize, s.allocSize = first.DataSize, first.InitializedSize, first.AllocatedSize
 	next := int64(0)
 	for _, f := range frags {
+		if partial && f.NonResident && f.LowestVCN != next {
+			break
+		}
 		if !f.NonResident || f.LowestVCN != next {
 			return nil, formatErr(v.attrDiskOffset(f), "attribute", ErrBadAttribute, f.LowestVCN, "%s fragment starts at VCN %d, expected %d", f.Type, f.LowestVCN, next)
 		}
@@ -111,7 +120,7 @@ func (v *Volume) newStream(frags []*Attr) (*Stream, error) {
 			}
 		}
 	}
-	if next*v.ClusterSize < s.dataSize && !s.compressed {
+	if next*v.ClusterSize < s.dataSize && !s.compressed && !partial {
 		return nil, formatErr(s.headerOffset, "runlist", ErrBadRunlist, next, "runs cover %d clusters but data size is %d bytes", next, s.dataSize)
 	}
 	return s, nil

@@ -61,23 +61,40 @@ func isExtended(id byte) bool {
 	return id == mbrTypeExtCHS || id == mbrTypeExtLBA || id == mbrTypeExtLinux
 }
 
-// guessMBRSectorSize picks 4096 only when the first partition holds a
-// recognisable boot sector (or EBR) at 4096-byte LBAs and not at 512-byte
-// ones; MBR itself does not record its sector size.
+// guessMBRSectorSize picks 4096 only when a partition holds a recognisable
+// boot sector (or, for an extended partition, an EBR) at 4096-byte LBAs and
+// not at 512-byte ones; MBR itself does not record its sector size. The
+// first entry that shows either decides: a partition that holds no file
+// system yet (zeros) says nothing, so the next one is asked, the extended
+// partition's boot record included.
 func guessMBRSectorSize(r io.ReaderAt, size int64, t mbrTable) int64 {
 	for _, e := range t {
 		if e.SystemID == mbrTypeEmpty || e.SizeInLBA == 0 {
 			continue
 		}
-		if plausibleStart(r, size, int64(e.StartingLBA)*512) {
+		plausible := plausibleStart
+		if isExtended(e.SystemID) {
+			plausible = plausibleEBR
+		}
+		if plausible(r, size, int64(e.StartingLBA)*512) {
 			return 512
 		}
-		if plausibleStart(r, size, int64(e.StartingLBA)*4096) {
+		if plausible(r, size, int64(e.StartingLBA)*4096) {
 			return 4096
 		}
-		return 512
 	}
 	return 512
+}
+
+// plausibleEBR reports whether an extended boot record starts at off: the
+// boot signature, and a first entry that is empty or a partition.
+func plausibleEBR(r io.ReaderAt, size, off int64) bool {
+	b := make([]byte, minSector)
+	if readFull(r, size, b, off, "EBR") != nil || le16(b[bootSignatureOffset:]) != bootSignature {
+		return false
+	}
+	e := parseMBR(b)[0]
+	return !isExtended(e.SystemID) && e.SystemID != mbrTypeGPTProt
 }
 
 func plausibleStart(r io.ReaderAt, size, off int64) bool {

@@ -300,3 +300,29 @@ func TestMBR4096(t *testing.T) {
 	tab := readTable(t, path)
 	compareWithSfdisk(t, tab, o)
 }
+
+// TestMBR4096ExtendedFirstEmpty: a 4Kn MBR disk whose first partition holds
+// no file system yet; the sector size must come from the extended
+// partition's boot record, and every logical partition must match sfdisk.
+// The same layout on 512-byte sectors must still read as 512.
+func TestMBR4096ExtendedFirstEmpty(t *testing.T) {
+	const script = "label: dos\nsize=8M, type=83\ntype=5\nsize=8M, type=7\nsize=4M, type=83\n"
+	for _, ss := range []int{4096, 512} {
+		t.Run(itoa(ss), func(t *testing.T) {
+			path, o := makeDisk(t, 64, script, ss)
+			tab := readTable(t, path)
+			// sfdisk lists the extended container too; we list only data partitions.
+			var data sfdiskTable
+			data.PartitionTable.SectorSize = o.PartitionTable.SectorSize
+			for _, p := range o.PartitionTable.Partitions {
+				if p.Type != "5" {
+					data.PartitionTable.Partitions = append(data.PartitionTable.Partitions, p)
+				}
+			}
+			compareWithSfdisk(t, tab, data)
+			if len(tab.Partitions) != 3 || !tab.Partitions[1].Logical || !tab.Partitions[2].Logical {
+				t.Errorf("partitions: %+v", tab.Partitions)
+			}
+		})
+	}
+}

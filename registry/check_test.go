@@ -2,6 +2,7 @@ package registry
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/kvmify/kvmify/internal/testutil"
@@ -27,4 +28,17 @@ func TestCheckCorpus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// strictCheck is Check that also fails on leaked cells: for hives kvmify
+// itself wrote, whose edits must not leak.
+func strictCheck(h *Hive) error {
+	r := h.CheckReport()
+	if err := r.Err(); err != nil {
+		return err
+	}
+	if r.LeakTotal > 0 {
+		return fmt.Errorf("%d leaked cell(s), the first: %v", r.LeakTotal, r.Leaks[0])
+	}
+	return nil
 }

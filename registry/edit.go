@@ -74,6 +74,10 @@ type SaveResult struct {
 // hive is refused (ErrDirtyHive): recover it from its logs first. So is a hive
 // that fails Check (a *CheckError): edits keep a consistent hive consistent,
 // and on an inconsistent one a new cell could overwrite a referenced one.
+// Leaked cells (allocated, unreferenced) do not block editing and are left
+// exactly as they are: the allocator only ever uses free cells, since
+// nothing proves that a leaked cell is not referenced by something the
+// checker does not model.
 func NewEditor(h *Hive) (*Editor, error) {
 	if err := h.DirtyErr(); err != nil {
 		return nil, err

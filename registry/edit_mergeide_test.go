@@ -107,7 +107,7 @@ func TestMergeIDEOnXP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Check(); err != nil {
+	if err := strictCheck(h); err != nil {
 		t.Fatal(err)
 	}
 	var changed int64

@@ -33,7 +33,7 @@ func saveCheck(t testing.TB, ed *Editor, before []byte) (*SaveResult, *Hive) {
 	if err != nil {
 		t.Fatalf("reopening the saved hive: %v", err)
 	}
-	if err := h.Check(); err != nil {
+	if err := strictCheck(h); err != nil {
 		t.Fatalf("Check after save: %v", err)
 	}
 	if d, why := h.Dirty(); d {
@@ -89,7 +89,7 @@ func TestEditNewHive(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := h.Check(); err != nil {
+			if err := strictCheck(h); err != nil {
 				t.Fatalf("Check of a new hive: %v", err)
 			}
 			ed := newEditor(t, h)

@@ -15,6 +15,9 @@ var (
 	ErrDirtyHive = errors.New("registry: dirty hive")
 	// ErrNotFound marks a key or value that does not exist.
 	ErrNotFound = errors.New("registry: not found")
+	// ErrLeakedCell marks an allocated cell nothing references: lost
+	// space, reported by CheckReport, never an error by itself.
+	ErrLeakedCell = errors.New("registry: leaked cell")
 	// ErrLimit marks a hive that exceeds a structural limit (nesting depth, list size) kvmify enforces against hostile input.
 	ErrLimit = errors.New("registry: structural limit exceeded")
 )

@@ -68,3 +68,25 @@ func (h *Hive) binAt(off uint32) (hbin, bool) {
 	}
 	return h.bins[i], true
 }
+
+// binsExtent is how many bytes of valid, consecutive hive bins follow the
+// base block in data: the hive bins data size a reader can trust when the
+// base block's own is not (its checksum is wrong).
+func binsExtent(data []byte) uint32 {
+	if len(data) <= BaseBlockSize {
+		return 0
+	}
+	bins := data[BaseBlockSize:]
+	off := 0
+	for len(bins)-off >= hbinHeaderSize && off < maxHiveBinsDataSize {
+		h := bins[off:]
+		size := binary.LittleEndian.Uint32(h[hbinSizeOffset:])
+		if [4]byte(h[hbinSignatureOffset:hbinSignatureOffset+4]) != hbinSignature ||
+			binary.LittleEndian.Uint32(h[hbinOffsetOffset:]) != uint32(off) ||
+			size == 0 || size%hbinAlignment != 0 || uint64(size) > uint64(len(bins)-off) {
+			break
+		}
+		off += int(size)
+	}
+	return uint32(off)
+}

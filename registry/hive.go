@@ -33,6 +33,14 @@ func Open(data []byte) (*Hive, error) {
 		return nil, err
 	}
 	size := base.HiveBinsDataSize
+	if !base.ChecksumValid() {
+		// A base block that fails its checksum may hold any size; the
+		// bins that are actually there decide (as yarp reads
+		// EffectiveSizeHive). The hive is dirty either way.
+		if n := binsExtent(data); n > 0 {
+			size = n
+		}
+	}
 	if size%hbinAlignment != 0 || size == 0 {
 		return nil, formatErr(regfHiveBinsDataSizeOffset, "base block", size, "hive bins data size is not a positive multiple of %d", hbinAlignment)
 	}
@@ -111,8 +119,10 @@ const maxDepth = 512
 
 // Walk calls fn for every key in depth-first order, parents before children
 // and siblings in stored (sorted) order. It stops at the first error from fn
-// or from the hive; a key reached twice (a reference loop) or nesting
-// beyond 512 levels is a FormatError.
+// or from the hive. A key that is its own ancestor (a reference loop) or
+// nesting beyond 512 levels is a FormatError; two keys sharing a subkey
+// list or a subkey is not a loop, and the shared part is visited under each
+// (as libhivex, libregf and regipy read such hives).
 func (h *Hive) Walk(fn func(k *Key) error) error {
 	root, err := h.Root()
 	if err != nil {
@@ -123,24 +133,53 @@ func (h *Hive) Walk(fn func(k *Key) error) error {
 
 // Walk calls fn for k and every key below it, like Hive.Walk.
 func (k *Key) Walk(fn func(k *Key) error) error {
-	seen := newCellSet(len(k.h.hbins))
-	seen.claim(k.off)
-	return k.h.walk(k, seen, fn)
+	w := &walker{fn: fn, budget: walkBudget(len(k.h.hbins))}
+	return w.walk(k)
 }
 
-func (h *Hive) walk(k *Key, seen *cellSet, fn func(*Key) error) error {
-	if err := fn(k); err != nil {
+// walkBudget bounds how many keys a walk visits. Shared subtrees are
+// visited once per parent, so a hostile hive whose keys share lists level
+// after level would otherwise need an exponential walk; a real hive visits
+// each key once, and a key takes at least an nk cell.
+func walkBudget(hbinsLen int) int {
+	return max(1024, 2*hbinsLen/(nkFixedSize+cellSizeFieldSize))
+}
+
+// walker carries one walk: the keys on the path from its start to the key
+// being visited (a loop is a key met again on that path; paths are at most
+// 512 keys deep, so a slice scan beats a map), the visits left, and a set
+// reused by each key's subkey list read.
+type walker struct {
+	fn     func(*Key) error
+	path   []uint32
+	budget int
+	seen   cellSet
+}
+
+func (w *walker) walk(k *Key) error {
+	for _, off := range w.path {
+		if off == k.off {
+			return formatErr(abs(k.off), "nk", k.off, "key is its own ancestor (reference loop) at %q", k.path)
+		}
+	}
+	if w.budget--; w.budget < 0 {
+		return &FormatError{Offset: abs(k.off), Structure: "nk", Msg: "walk visits more keys than the hive can hold (subkey lists shared level after level)", Err: ErrLimit}
+	}
+	if err := w.fn(k); err != nil {
 		return err
 	}
-	subs, err := k.subkeys(seen)
+	clear(w.seen.m)
+	subs, err := k.subkeys(&w.seen)
 	if err != nil {
 		return err
 	}
+	w.path = append(w.path, k.off)
+	defer func() { w.path = w.path[:len(w.path)-1] }()
 	for _, s := range subs {
 		if s.depth > maxDepth {
 			return &FormatError{Offset: abs(s.off), Structure: "nk", Msg: fmt.Sprintf("key nesting deeper than %d levels", maxDepth), Err: ErrLimit}
 		}
-		if err := h.walk(s, seen, fn); err != nil {
+		if err := w.walk(s); err != nil {
 			return err
 		}
 	}

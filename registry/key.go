@@ -174,7 +174,7 @@ func (k *Key) subkeys(seen *cellSet) ([]*Key, error) {
 	}
 	for _, e := range offs {
 		if !seen.claim(e.off) {
-			return nil, formatErr(abs(e.off), "nk", e.off, "key referenced twice (reference loop)")
+			return nil, formatErr(abs(e.off), "nk", e.off, "key listed twice in one subkey list")
 		}
 		r, err := k.h.readNK(e.off)
 		if err != nil {

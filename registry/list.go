@@ -60,7 +60,7 @@ func (h *Hive) readList(off uint32) (sig [2]byte, entries []listEntry, err error
 // nested one is an error, which also rules out ri loops).
 func (h *Hive) subkeyOffsets(off uint32, seen *cellSet) ([]listEntry, error) {
 	if !seen.claim(off) {
-		return nil, formatErr(abs(off), "subkey list", off, "list referenced twice (reference loop)")
+		return nil, formatErr(abs(off), "subkey list", off, "list referenced twice by one key")
 	}
 	sig, entries, err := h.readList(off)
 	if err != nil {
@@ -72,7 +72,7 @@ func (h *Hive) subkeyOffsets(off uint32, seen *cellSet) ([]listEntry, error) {
 	var out []listEntry
 	for _, e := range entries {
 		if !seen.claim(e.off) {
-			return nil, formatErr(abs(e.off), "subkey list", e.off, "list referenced twice (reference loop)")
+			return nil, formatErr(abs(e.off), "subkey list", e.off, "ri list names this leaf twice")
 		}
 		sub, leaf, err := h.readList(e.off)
 		if err != nil {

@@ -183,7 +183,15 @@ func (r *RecoveryReport) String() string {
 func Recover(primary []byte, logs ...[]byte) ([]byte, *RecoveryReport, error) {
 	pbb, err := ParseBaseBlock(primary)
 	if err != nil {
-		return nil, nil, err
+		// A base block whose checksum is wrong is corrupt, whatever its
+		// fields say (yarp's BadBaseBlockHive has minor version 1): the
+		// specification has it rebuilt from a log's copy, so its values
+		// are not judged. With a good checksum, bad values are the hive's.
+		raw, rawErr := decodeBaseBlock(primary)
+		if rawErr != nil || raw.ChecksumValid() || len(logs) == 0 {
+			return nil, nil, err
+		}
+		pbb = raw
 	}
 	rep := &RecoveryReport{BaseBlockFromLog: -1, OldSize: len(primary), NewSize: len(primary),
 		Sequence: pbb.SecondarySequence, HiveBinsDataSize: pbb.HiveBinsDataSize}

@@ -81,7 +81,7 @@ func TestRecoverOldDirtyMatchesWindows7(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Check(); err != nil {
+	if err := strictCheck(h); err != nil {
 		t.Errorf("recovered hive fails Check: %v", err)
 	}
 
@@ -132,7 +132,7 @@ func TestRecoverWin10Logs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Check(); err != nil {
+	if err := strictCheck(h); err != nil {
 		t.Errorf("recovered hive fails Check: %v", err)
 	}
 	bb := h.BaseBlock()
@@ -204,7 +204,7 @@ func TestRecoverWin10DamagedLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Check(); err != nil {
+	if err := strictCheck(h); err != nil {
 		t.Errorf("partially recovered hive fails Check: %v", err)
 	}
 

@@ -148,6 +148,16 @@ func (g *replay) recoverNew() ([]byte, error) {
 			}
 			continue
 		}
+		if !h.valid {
+			// A log whose base block copy is damaged or half-written is
+			// not used at all, as in the old format: the specification
+			// calls such a log invalid, and yarp refuses BadLogHive3, whose
+			// two logs both have bad base block checksums. (Their entries'
+			// own hashes may still match; what Windows does with them is
+			// not documented anywhere we could read.)
+			lr.Problem = joinProblem(lr.Problem, "log not used")
+			continue
+		}
 		entries, err := parseHvleEntries(g.logs[i], h.dataOffset)
 		if err != nil {
 			lr.Problem = joinProblem(lr.Problem, "entries end at an invalid one: "+err.Error())

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -81,7 +82,7 @@ func (g *replay) recoverOld() ([]byte, error) {
 			continue
 		}
 		lr.DirtyPages = vec.dirty
-		if !ok || !bytes.Equal(g.logs[i][regfLastWrittenOffset:regfLastWrittenOffset+regfLastWrittenSize], stamp) {
+		if !ok || !g.logMatchesPrimary(g.logs[i][regfLastWrittenOffset:regfLastWrittenOffset+regfLastWrittenSize], stamp) {
 			lr.Problem = "last written timestamp differs from the primary's: the log belongs to another write"
 			continue
 		}
@@ -120,6 +121,9 @@ func (g *replay) recoverOld() ([]byte, error) {
 	g.rep.EntriesApplied = 1
 	g.rep.StartSequence, g.rep.EndSequence = h.sequence, h.sequence
 	seq := max(g.pbb.PrimarySequence, h.sequence)
+	if !g.pbb.ChecksumValid() {
+		seq = h.sequence // a corrupt base block's numbers mean nothing
+	}
 	if err := finish(out, seq, h.bb.HiveBinsDataSize); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLogsUnusable, err)
 	}
@@ -157,6 +161,21 @@ func (g *replay) applyDirtyPages(idx int, vec *dirtyVector, limit int) ([]byte, 
 		k++
 	}
 	return out, nil
+}
+
+// logMatchesPrimary reports whether a log whose base block copy carries
+// the last-written timestamp logStamp belongs to the primary whose stamp
+// is primaryStamp. With a valid primary base block the two must be equal,
+// as the specification says. With a corrupt one the primary's stamp is the
+// first hive bin's backup copy, which Windows does not refresh on every
+// write (yarp's BadBaseBlockHive: the bin's copy is older than the base
+// block's and the log's, which agree), so a log at least as new applies,
+// the rule yarp uses.
+func (g *replay) logMatchesPrimary(logStamp, primaryStamp []byte) bool {
+	if g.pbb.ChecksumValid() {
+		return bytes.Equal(logStamp, primaryStamp)
+	}
+	return binary.LittleEndian.Uint64(logStamp) >= binary.LittleEndian.Uint64(primaryStamp)
 }
 
 // primaryTimestamp is the last-written timestamp a log must carry to apply:

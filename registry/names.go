@@ -111,10 +111,20 @@ const (
 )
 
 // lfHint is the name hint stored in lf lists: the first four characters of
-// the name, one byte each, zero-padded.
+// the name, one byte each, zero-padded. A character that does not fit in a
+// byte cannot be hinted, and then the whole hint is zero: the regf
+// specification says the characters are converted "if possible" and
+// otherwise the hint starts with a null byte, and every lf element of the
+// yarp test hives whose name has a character above U+00FF among its first
+// four (11 names: Cyrillic, U+0178, U+FFFD, a surrogate pair) holds
+// 0x00000000. No hive we could read has such a character only past the
+// fourth, so the rule looks at the first four alone, as the hint does.
 func lfHint(units []uint16) uint32 {
 	var b [lfHintChars]byte
 	for i := 0; i < lfHintChars && i < len(units); i++ {
+		if units[i] > 0xff {
+			return 0
+		}
 		b[i] = byte(units[i])
 	}
 	return binary.LittleEndian.Uint32(b[:])

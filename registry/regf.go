@@ -75,6 +75,23 @@ type BaseBlock struct {
 // mismatch is not an error here (log recovery must read such blocks); use
 // ChecksumValid.
 func ParseBaseBlock(b []byte) (*BaseBlock, error) {
+	bb, err := decodeBaseBlock(b)
+	if err != nil {
+		return nil, err
+	}
+	if bb.MajorVersion != regfMajorVersion {
+		return nil, formatErr(regfMajorVersionOffset, "base block", bb.MajorVersion, "unsupported major version")
+	}
+	if bb.MinorVersion < regfMinMinorVersion || bb.MinorVersion > regfMaxMinorVersion {
+		return nil, formatErr(regfMinorVersionOffset, "base block", bb.MinorVersion, "unsupported minor version (want %d..%d)", regfMinMinorVersion, regfMaxMinorVersion)
+	}
+	return bb, nil
+}
+
+// decodeBaseBlock decodes the fields of a base block that has the size and
+// signature of one, without judging their values: recovery must read a
+// corrupt primary base block far enough to know it is corrupt.
+func decodeBaseBlock(b []byte) (*BaseBlock, error) {
 	if len(b) < BaseBlockSize {
 		return nil, formatErr(0, "base block", len(b), "truncated: need %d bytes", BaseBlockSize)
 	}
@@ -99,12 +116,6 @@ func ParseBaseBlock(b []byte) (*BaseBlock, error) {
 		BootRecover:       le.Uint32(b[regfBootRecoverOffset:]),
 	}
 	copy(bb.raw[:], b[:BaseBlockSize])
-	if bb.MajorVersion != regfMajorVersion {
-		return nil, formatErr(regfMajorVersionOffset, "base block", bb.MajorVersion, "unsupported major version")
-	}
-	if bb.MinorVersion < regfMinMinorVersion || bb.MinorVersion > regfMaxMinorVersion {
-		return nil, formatErr(regfMinorVersionOffset, "base block", bb.MinorVersion, "unsupported minor version (want %d..%d)", regfMinMinorVersion, regfMaxMinorVersion)
-	}
 	return bb, nil
 }
 

@@ -4,7 +4,7 @@
 # Builds a whole-disk raw image like a small physical Windows disk: an MBR
 # with one NTFS partition (type 0x07, active) at 1 MiB holding a copy of
 # TREE_DIR, and boot code in the MBR that prints "KVMIFY-BOOT-OK" on the
-# first serial port, so a test can see QEMU boot the disk.
+# first serial port and powers off, so a test can see QEMU boot the disk.
 # Needs mkntfs and ntfs-3g (root, FUSE) and sfdisk.
 set -euo pipefail
 out=$1 size_mb=$2 tree=$3 cluster=${4:-4096}
@@ -31,11 +31,15 @@ umount "$work/mnt"
 dd if="$work/part.img" of="$out.tmp" bs=1M seek=1 conv=notrunc,sparse status=none
 
 # MBR boot code (real mode, loaded at 0x7C00): write the message to COM1
-# (port 0x3F8) byte by byte, then halt forever. Hand-assembled:
-#   cli; xor ax,ax; mov ds,ax; mov si,0x7C16; mov dx,0x3F8
+# (port 0x3F8) byte by byte, then power the machine off through the ACPI
+# PM1a control register SeaBIOS maps at 0x604 on QEMU's pc and q35 machines
+# (SLP_EN with sleep type 0, which QEMU's _S5 names), so a VM started for it
+# exits by itself; halt if that does nothing. Hand-assembled:
+#   cli; xor ax,ax; mov ds,ax; mov si,0x7C1D; mov dx,0x3F8
 #   l: lodsb; test al,al; jz d; out dx,al; jmp l
-#   d: hlt; jmp d
-#   msg at 0x7C16
-code='\xfa\x31\xc0\x8e\xd8\xbe\x16\x7c\xba\xf8\x03\xac\x84\xc0\x74\x03\xee\xeb\xf8\xf4\xeb\xfd'
+#   d: mov dx,0x604; mov ax,0x2000; out dx,ax
+#   h: hlt; jmp h
+#   msg at 0x7C1D
+code='\xfa\x31\xc0\x8e\xd8\xbe\x1d\x7c\xba\xf8\x03\xac\x84\xc0\x74\x03\xee\xeb\xf8\xba\x04\x06\xb8\x00\x20\xef\xf4\xeb\xfd'
 { printf "$code"; printf 'KVMIFY-BOOT-OK\r\n\0'; } | dd of="$out.tmp" bs=1 conv=notrunc status=none
 mv "$out.tmp" "$out"

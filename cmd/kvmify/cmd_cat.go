@@ -22,7 +22,12 @@ disk or a bare partition, opened read-only), to standard output. PATH takes
 / or \ and is case-insensitive; PATH:NAME reads the named stream NAME.
 Compressed and sparse files are expanded; encrypted files are an error.
 The partition is the only or first NTFS one unless --partition is given
-(numbered as in inspect, plan and serve).` + exitCodesHelp,
+(numbered as in inspect, plan and serve).
+
+Bytes are written as stored on the volume, never fixed up: for /$MFT and
+/$MFTMirr that means every record still carries its update sequence number
+in the last two bytes of each sector (ntfscat writes those records with
+the fixups applied, so the two differ there and only there).` + exitCodesHelp,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCat(cmd.Context(), opts, args, cmd.OutOrStdout())

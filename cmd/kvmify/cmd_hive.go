@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -222,53 +221,116 @@ func regQuote(s string) string {
 
 // hiveCheckOptions holds the flags of "hive check".
 type hiveCheckOptions struct {
+	JSON   bool
 	Stderr io.Writer
 }
 
 func newHiveCheckCmd() *cobra.Command {
 	var opts hiveCheckOptions
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "check FILE",
 		Short: "Verify a hive's structural invariants",
 		Long: `Verify that a hive file is structurally sound: cells tile every hive bin,
 every reference lands on an allocated cell of the right kind, subkey lists
-are sorted with correct hashes, counts and security reference counts agree.
-Each problem is printed on its own line with its file offset.
+are sorted with correct hints and hashes, counts and security reference
+counts agree. Each problem is printed on its own line with its file offset.
 
-Exit status: 0 no problems, 1 problems found or hive unreadable, 2 usage error.`,
+Findings come in two kinds. Corruption (the above) makes the hive unsafe to
+read or edit. Leaked cells (allocated, but nothing references them) only
+waste space: Windows leaves them too, so they are listed as leaks and never
+fail the check, block recovery or block editing.
+
+With --json one object is printed: {"file", "dirty", "dirty_reason",
+"problems": [{"offset", "structure", "message"}], "problem_total",
+"leaks": [...same...], "leak_total", "leaked_bytes"}.
+
+Exit status: 0 no corruption (leaks allowed), 1 corruption found or hive
+unreadable, 2 usage error.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Stderr = cmd.ErrOrStderr()
 			return runHiveCheck(cmd.Context(), opts, args, cmd.OutOrStdout())
 		},
 	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print the report as one JSON object")
+	return cmd
 }
 
-// runHiveCheck prints every problem Check finds in args[0] and fails if
-// there is any.
+// hiveCheckJSON is the --json report of "hive check".
+type hiveCheckJSON struct {
+	File         string             `json:"file"`
+	Dirty        bool               `json:"dirty"`
+	DirtyReason  string             `json:"dirty_reason,omitempty"`
+	Problems     []hiveCheckFinding `json:"problems"`
+	ProblemTotal int                `json:"problem_total"`
+	Leaks        []hiveCheckFinding `json:"leaks"`
+	LeakTotal    int                `json:"leak_total"`
+	LeakedBytes  int64              `json:"leaked_bytes"`
+}
+
+type hiveCheckFinding struct {
+	Offset    int64  `json:"offset"`
+	Structure string `json:"structure"`
+	Message   string `json:"message"`
+}
+
+func findings(errs []*registry.FormatError) []hiveCheckFinding {
+	out := make([]hiveCheckFinding, len(errs))
+	for i, e := range errs {
+		out[i] = hiveCheckFinding{Offset: e.Offset, Structure: e.Structure, Message: strings.TrimPrefix(e.Error(), "registry: ")}
+	}
+	return out
+}
+
+// runHiveCheck prints every problem and leak the checker finds in args[0]
+// and fails if there is corruption.
 func runHiveCheck(ctx context.Context, opts hiveCheckOptions, args []string, stdout io.Writer) error {
 	h, err := registry.OpenFile(args[0])
 	if err != nil {
 		return err
 	}
-	if dirty, why := h.Dirty(); dirty && opts.Stderr != nil {
+	dirty, why := h.Dirty()
+	if dirty && opts.Stderr != nil {
 		fmt.Fprintf(opts.Stderr, "kvmify: warning: %s is a dirty hive (%s); checking it as it is on disk, without its transaction logs\n", args[0], why)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err = h.Check()
-	var ce *registry.CheckError
-	if errors.As(err, &ce) {
-		for _, p := range ce.Problems {
-			fmt.Fprintln(stdout, p)
+	r := h.CheckReport()
+	failed := func() error {
+		if r.Total == 0 {
+			return nil
 		}
-		if ce.Total > len(ce.Problems) {
-			fmt.Fprintf(stdout, "… and %d more\n", ce.Total-len(ce.Problems))
-		}
-		return fmt.Errorf("%s: %d problem(s) found", args[0], ce.Total)
+		return fmt.Errorf("%s: %d problem(s) found", args[0], r.Total)
 	}
-	if err != nil {
+	if opts.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(hiveCheckJSON{File: args[0], Dirty: dirty, DirtyReason: why,
+			Problems: findings(r.Problems), ProblemTotal: r.Total,
+			Leaks: findings(r.Leaks), LeakTotal: r.LeakTotal, LeakedBytes: r.LeakedBytes}); err != nil {
+			return err
+		}
+		return failed()
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintln(stdout, p)
+	}
+	if r.Total > len(r.Problems) {
+		fmt.Fprintf(stdout, "… and %d more\n", r.Total-len(r.Problems))
+	}
+	for _, l := range r.Leaks {
+		fmt.Fprintln(stdout, "leak:", strings.TrimPrefix(l.Error(), "registry: "))
+	}
+	if r.LeakTotal > len(r.Leaks) {
+		fmt.Fprintf(stdout, "leak: … and %d more\n", r.LeakTotal-len(r.Leaks))
+	}
+	if err := failed(); err != nil {
+		return err
+	}
+	if r.LeakTotal > 0 {
+		_, err = fmt.Fprintf(stdout, "%s: no corruption; %d leaked cell(s), %d bytes (space lost, harmless)\n", args[0], r.LeakTotal, r.LeakedBytes)
 		return err
 	}
 	_, err = fmt.Fprintf(stdout, "%s: no problems found\n", args[0])

@@ -38,7 +38,8 @@ OUT must not exist unless --force is given, and is never FILE or a log
 (given or found beside FILE), compared by device and inode so symlinks and
 hard links count; --force does not change that. OUT is written under a
 temporary name beside it and renamed into place.
-The result must pass the registry checker; otherwise nothing is written.
+The result must pass the registry checker (leaked cells, which Windows
+leaves too, are allowed); otherwise nothing is written.
 
 Exit status: 0 recovered (or clean hive copied), 1 failure (dirty hive whose
 logs are missing or unusable, unreadable hive, OUT exists, result fails the

@@ -34,7 +34,7 @@ holding a mounted Windows volume (e.g. an ntfs-3g mount), shown as
 partition 0. Nothing is ever written.
 
 With --json the output is one object: {"partitions": [{"index", "start",
-"size", "ntfs", "volume_state", "error", "windows": {"dir", "version",
+"size", "ntfs", "volume_state" (null when not NTFS), "error", "windows": {"dir", "version",
 "build", "arch", "product", "version_source", "control_set", "hive_state",
 "default_target", "targets": {"ide": {"ok", "verdict", "reason", "path"},
 "ahci": {...}, "virtio": {...}}}}]}.
@@ -76,15 +76,15 @@ type inspectReport struct {
 }
 
 type partitionJSON struct {
-	Index       int             `json:"index"`
-	Start       int64           `json:"start"`
-	Size        int64           `json:"size"`
-	NTFS        bool            `json:"ntfs"`
-	FS          string          `json:"fs"`
-	VolumeState volumeStateJSON `json:"volume_state"`
-	Error       string          `json:"error,omitempty"`
-	Windows     *installJSON    `json:"windows,omitempty"`
-	Others      []*installJSON  `json:"other_installs,omitempty"`
+	Index       int              `json:"index"`
+	Start       int64            `json:"start"`
+	Size        int64            `json:"size"`
+	NTFS        bool             `json:"ntfs"`
+	FS          string           `json:"fs"`
+	VolumeState *volumeStateJSON `json:"volume_state"` // null for a partition that is not NTFS
+	Error       string           `json:"error,omitempty"`
+	Windows     *installJSON     `json:"windows,omitempty"`
+	Others      []*installJSON   `json:"other_installs,omitempty"`
 }
 
 type volumeStateJSON struct {
@@ -96,8 +96,8 @@ type volumeStateJSON struct {
 	BitLocker      bool   `json:"bitlocker"`
 }
 
-func volumeStateReport(vs windows.VolumeState) volumeStateJSON {
-	return volumeStateJSON{Dirty: vs.Dirty, LogFileUnclean: vs.LogFileUnclean, FastStartup: vs.FastStartup,
+func volumeStateReport(vs windows.VolumeState) *volumeStateJSON {
+	return &volumeStateJSON{Dirty: vs.Dirty, LogFileUnclean: vs.LogFileUnclean, FastStartup: vs.FastStartup,
 		Hibernated: vs.Hibernated, Hiberfil: vs.Hiberfil, BitLocker: vs.BitLocker}
 }
 
@@ -129,7 +129,10 @@ type predictionJSON struct {
 
 func partitionReport(v windows.Volume) partitionJSON {
 	p := partitionJSON{Index: v.Partition.Index, Start: v.Partition.Start, Size: v.Partition.Size,
-		NTFS: v.NTFS, FS: v.FS.String(), VolumeState: volumeStateReport(v.State)}
+		NTFS: v.NTFS, FS: v.FS.String()}
+	if v.NTFS || v.State != (windows.VolumeState{}) {
+		p.VolumeState = volumeStateReport(v.State)
+	}
 	if v.Err != nil {
 		p.Error = v.Err.Error()
 	}
@@ -179,8 +182,7 @@ func printInspect(w io.Writer, rep inspectReport) error {
 		if p.Error != "" {
 			fmt.Fprintf(&b, "  error: %s\n", p.Error)
 		}
-		vs := p.VolumeState
-		if vs.Hibernated || vs.FastStartup || vs.Dirty || vs.LogFileUnclean || vs.BitLocker {
+		if vs := p.VolumeState; vs != nil && (vs.Hibernated || vs.FastStartup || vs.Dirty || vs.LogFileUnclean || vs.BitLocker) {
 			fmt.Fprintf(&b, "  volume: hibernated=%v fast-startup=%v dirty=%v logfile-unclean=%v bitlocker=%v\n",
 				vs.Hibernated, vs.FastStartup, vs.Dirty, vs.LogFileUnclean, vs.BitLocker)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -35,6 +36,106 @@ func TestNTFSCLI(t *testing.T) {
 	t.Run("LsCatErrors", func(t *testing.T) { testLsCatErrors(t, dir) })
 	t.Run("ExitCodes", func(t *testing.T) { testLsCatExitCodes(t, dir) })
 	t.Run("CatMatchesNtfscat", func(t *testing.T) { testCatMatchesNtfscat(t, dir) })
+	t.Run("NonNTFSPartitions", func(t *testing.T) { testNonNTFSPartitions(t, dir) })
+	t.Run("CatMFTIsOnDisk", func(t *testing.T) { testCatMFTIsOnDisk(t, dir) })
+}
+
+// testCatMFTIsOnDisk pins what "cat /$MFT" returns (its --help says so):
+// the on-disk bytes, update sequence numbers in place, which differ from
+// ntfscat's fixed-up copy exactly at the sector ends of in-use records.
+func testCatMFTIsOnDisk(t *testing.T, dir string) {
+	img := cliImages[0]
+	image := filepath.Join(dir, img.name)
+	part := partitionCopy(t, image, img.start, img.size)
+	var ours bytes.Buffer
+	if err := runCat(t.Context(), catOptions{}, []string{image, "/$MFT"}, &ours); err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := exec.Command("ntfscat", part, "$MFT").Output()
+	if err != nil {
+		t.Fatalf("ntfscat $MFT: %v", err)
+	}
+	if ours.Len() != len(theirs) {
+		t.Fatalf("cat /$MFT: %d bytes, ntfscat %d", ours.Len(), len(theirs))
+	}
+	// Record 0 as stored: the boot sector's $MFT cluster, read directly.
+	raw := make([]byte, 1024)
+	f, err := os.Open(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	boot := make([]byte, 512)
+	if _, err := f.ReadAt(boot, 0); err != nil {
+		t.Fatal(err)
+	}
+	cluster := int64(binary.LittleEndian.Uint16(boot[11:])) * int64(boot[13])
+	if _, err := f.ReadAt(raw, int64(binary.LittleEndian.Uint64(boot[48:]))*cluster); err != nil {
+		t.Fatal(err)
+	}
+	o := ours.Bytes()
+	if !bytes.Equal(o[:1024], raw) {
+		t.Error("record 0 of cat /$MFT differs from the bytes on disk")
+	}
+	usn := o[48:50] // update sequence number, at the header's usual place
+	for _, end := range []int{510, 1022} {
+		if !bytes.Equal(o[end:end+2], usn) {
+			t.Errorf("our record 0 at byte %d: % x, want the update sequence number % x", end, o[end:end+2], usn)
+		}
+		if bytes.Equal(theirs[end:end+2], usn) && !bytes.Equal(o[:end], theirs[:end]) {
+			t.Errorf("ntfscat's record 0 at byte %d is not fixed up", end)
+		}
+	}
+	diff := 0
+	for i := range o {
+		if o[i] != theirs[i] {
+			if i%512 < 510 {
+				t.Fatalf("cat /$MFT differs from ntfscat at byte %d, not at a sector end", i)
+			}
+			diff++
+		}
+	}
+	if diff == 0 {
+		t.Error("cat /$MFT equals ntfscat's fixed-up copy; the --help text would be wrong")
+	}
+}
+
+// testNonNTFSPartitions: a partition that is not NTFS gets no volume state
+// in inspect --json (null, not an all-false state that reads as "clean"),
+// and refusing it prints no raw NUL bytes (its zeroed OEM ID is quoted).
+func testNonNTFSPartitions(t *testing.T, dir string) {
+	var buf bytes.Buffer
+	if err := runInspect(t.Context(), inspectOptions{JSON: true}, []string{filepath.Join(dir, "mbr-logical.img")}, &buf); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Partitions []struct {
+			Index       int              `json:"index"`
+			NTFS        bool             `json:"ntfs"`
+			VolumeState *json.RawMessage `json:"volume_state"`
+		} `json:"partitions"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	var ntfsSeen, otherSeen bool
+	for _, p := range rep.Partitions {
+		switch {
+		case p.NTFS && p.VolumeState == nil:
+			t.Errorf("NTFS partition %d has no volume_state", p.Index)
+		case !p.NTFS && p.VolumeState != nil:
+			t.Errorf("partition %d is not NTFS but has volume_state %s", p.Index, *p.VolumeState)
+		}
+		ntfsSeen = ntfsSeen || p.NTFS
+		otherSeen = otherSeen || !p.NTFS
+	}
+	if !ntfsSeen || !otherSeen {
+		t.Fatalf("mbr-logical.img should hold NTFS and non-NTFS partitions: %s", buf.String())
+	}
+	err := runLs(t.Context(), lsOptions{partition: 1}, []string{filepath.Join(dir, "gpt.img")}, io.Discard)
+	if err == nil || strings.ContainsRune(err.Error(), 0) || !strings.Contains(err.Error(), `\x00`) {
+		t.Errorf("ls on a zeroed partition: %q, want the OEM ID quoted without raw NULs", err)
+	}
 }
 
 // partitionCopy extracts the NTFS partition for ntfs-3g tools, which take

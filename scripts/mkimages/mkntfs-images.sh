@@ -85,6 +85,54 @@ bare 4096 40 bare-4k.img 1
 bare 512 24 bare-512.img 0
 bare 65536 48 bare-64k.img 0
 
+# A volume whose $MFT runlist outgrows record 0 and continues in an
+# extension record through $ATTRIBUTE_LIST, as on old busy Windows volumes:
+# fill the volume with 1.5 KiB files, free every other one, then create
+# empty files until the MFT has grown into the scattered holes; free most
+# of them again and add a few files.
+frag_mft() {
+	local img="$out/frag-mft.img"
+	truncate -s 8M "$img"
+	mkntfs -q -F -f -c 512 -s 512 -p 0 -H 255 -S 63 -L kvmify-fragmft "$img" >/dev/null 2>&1
+	mount_img "$img"
+	mkdir "$mnt/mftfill" "$mnt/mftgrow"
+	python3 - "$mnt" <<'PY'
+import os, sys
+d = sys.argv[1]
+n = 0
+try:
+    while True:
+        with open(f"{d}/mftfill/{n}", "wb") as f:
+            f.write(b"x" * 1536)
+        n += 1
+except OSError:
+    pass
+for i in range(0, n, 2):
+    os.remove(f"{d}/mftfill/{i}")
+m = 0
+try:
+    while m < 20000:
+        open(f"{d}/mftgrow/{m}", "wb").close()
+        m += 1
+except OSError:
+    pass
+for i in range(n):
+    if i % 2 and i % 97 != 1:
+        os.remove(f"{d}/mftfill/{i}")
+for i in range(m):
+    if i % 211:
+        os.remove(f"{d}/mftgrow/{i}")
+PY
+	# A few files of each kind for the oracle walk (the full common tree
+	# would cost hundreds of ntfscat runs here).
+	echo "hello, kvmify" >"$mnt/hello.txt"
+	mkdir -p "$mnt/Windows/System32/config"
+	head -c 70000 /dev/urandom >"$mnt/Windows/System32/config/SYSTEM"
+	printf 'ünïcødé\n' >"$mnt/Ünïcødé.txt"
+	unmount_img
+}
+want frag-mft.img && frag_mft
+
 # MBR: a primary FAT-typed partition, then NTFS inside a logical partition.
 mbr_logical() {
 img="$out/mbr-logical.img"
