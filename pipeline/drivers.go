@@ -108,6 +108,12 @@ func planWithDrivers(src disk.Reader, vols []windows.Volume, opts PatchOptions) 
 	p.Drivers = sup
 	p.Plan.Notes = append(p.Plan.Notes, sup.Notes...)
 	p.Writes = append(append([]disk.Write(nil), sup.Writes...), p.Writes...)
+	// "Before" is the source as found, without the files.
+	if v, err := ChooseVolume(vols, opts.Partition); err == nil {
+		if pr, ok := v.Installs[0].Prediction(p.Plan.Target); ok {
+			p.Plan.Before = pr
+		}
+	}
 	return p, nil
 }
 
@@ -254,4 +260,14 @@ func planSourceImage(path string, opts PatchOptions) (p *Planned, handled bool, 
 	}
 	p, err = planWithDrivers(src, vols, opts)
 	return p, true, err
+}
+
+// logCreated names each file the applied fix created.
+func (s *Session) logCreated(p *Planned) {
+	if p.Drivers == nil {
+		return
+	}
+	for _, f := range p.Drivers.Created {
+		s.logf("created %s (%d bytes, version %s, from %s member %s)", f.Path, f.Size, f.Version, f.Cabinet, f.Member)
+	}
 }

@@ -96,6 +96,9 @@ func TestPlanSourceCreatesMissingDrivers(t *testing.T) {
 			t.Errorf("%s: record %d, %d clusters", name, f.Record, f.Clusters())
 		}
 	}
+	if planned.Plan.Before.OK {
+		t.Errorf("before the plan: ide boots (%s), but two drivers are missing", planned.Plan.Before.Reason)
+	}
 	if !planned.Plan.After.OK {
 		t.Errorf("after the plan: %s, want ide boots", planned.Plan.After.Reason)
 	}
@@ -261,4 +264,52 @@ func extractPartition(t *testing.T, img string) string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestPlanSourceRegistryAlreadyFixed: an install whose hive already holds
+// MergeIDE's entries but which lacks two of the drivers is predicted not
+// to boot before the plan (the source as found), gets only the files
+// (no registry change), and boots after.
+func TestPlanSourceRegistryAlreadyFixed(t *testing.T) {
+	all := []string{"atapi.sys", "intelide.sys", "pciide.sys", "pciidex.sys", "disk.sys"}
+	full := testutil.MkDisk(t, testutil.XPTree(t, all, 0, nil), 24)
+	src, err := OpenSource(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := PlanSource(src, PatchOptions{})
+	src.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Plan.PatchedHive == nil || (first.Drivers != nil && len(first.Drivers.Created) != 0) {
+		t.Fatalf("the full install's plan: hive %d bytes, drivers %+v", len(first.Plan.PatchedHive), first.Drivers)
+	}
+
+	tree := testutil.XPTree(t, []string{"atapi.sys", "pciide.sys", "disk.sys"}, 0, xpCabinets())
+	if err := os.WriteFile(filepath.Join(tree, "Windows", "System32", "config", "SYSTEM"), first.Plan.PatchedHive, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := testutil.MkDisk(t, tree, 24)
+	src, err = OpenSource(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	p, err := PlanSource(src, PatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Drivers == nil || len(p.Drivers.Created) != 2 {
+		t.Fatalf("drivers planned: %+v", p.Drivers)
+	}
+	if len(p.Plan.Changes) != 0 {
+		t.Errorf("%d registry changes on a fixed hive", len(p.Plan.Changes))
+	}
+	if len(p.Writes) != len(p.Drivers.Writes) {
+		t.Errorf("%d writes, %d of them the files'", len(p.Writes), len(p.Drivers.Writes))
+	}
+	if p.Plan.Before.OK || !p.Plan.After.OK {
+		t.Errorf("before: %v %s; after: %v %s", p.Plan.Before.OK, p.Plan.Before.Reason, p.Plan.After.OK, p.Plan.After.Reason)
+	}
 }

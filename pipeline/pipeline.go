@@ -500,6 +500,7 @@ func (s *Session) apply(ov *overlay.Overlay, p *Planned, where string) error {
 	s.Record, s.Fresh = rec, true
 	s.logf("applied the %s boot fix (%s): %d registry changes, %d disk extents, into %s",
 		p.Plan.Target, p.Plan.Profile, len(rec.RegistryChanges), len(rec.Extents), where)
+	s.logCreated(p) // drivers.go
 	return nil
 }
 
