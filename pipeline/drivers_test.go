@@ -244,7 +244,7 @@ func sha(b []byte) string {
 
 // extractPartition copies the disk's partition (at testPartStart) into a
 // file of its own for ntfs-3g's tools.
-func extractPartition(t *testing.T, img string) string {
+func extractPartition(t testing.TB, img string) string {
 	t.Helper()
 	f, err := os.Open(img)
 	if err != nil {
