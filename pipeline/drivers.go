@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/kvmify/kvmify/bootfix"
@@ -188,6 +189,15 @@ func planDrivers(src disk.Reader, vols []windows.Volume, opts PatchOptions, now 
 	ws, created, err := nv.PlanCreate(files, ntfs.CreateOptions{
 		Now: now, AllowUnsafeVolume: ov.AllowHibernated || ov.AllowUnclean || ov.AllowDirtyHive,
 	})
+	if err != nil && !damaged(err) {
+		// A layout kvmify cannot create files in (no System32\drivers,
+		// a directory needing an attribute list, a full volume) leaves the
+		// install as it was before this step: the plan names the files
+		// still missing.
+		sup.Notes = append(sup.Notes, fmt.Sprintf("the missing IDE drivers %s cannot be created on this volume (%v): copy them into %s in Windows before imaging",
+			strings.Join(sup.Missing, ", "), err, dir))
+		return sup, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: planning the IDE driver files: %w", vol.Partition.Index, err)
 	}
@@ -209,6 +219,17 @@ func planDrivers(src disk.Reader, vols []windows.Volume, opts PatchOptions, now 
 	}
 	sup.Notes = append(sup.Notes, fmt.Sprintf("creates %d IDE driver file(s) the install lacks in %s, from its driver cabinets", len(sup.Created), dir))
 	return sup, nil
+}
+
+// damaged reports whether err says the volume's metadata is damaged (as
+// opposed to a layout PlanCreate does not handle).
+func damaged(err error) bool {
+	for _, e := range []error{ntfs.ErrBadFixup, ntfs.ErrBadRecord, ntfs.ErrBadAttribute, ntfs.ErrBadRunlist, ntfs.ErrBadIndex, ntfs.ErrTruncated} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // volumeFS reads an NTFS volume for xpdrivers, a missing file (or a

@@ -313,3 +313,32 @@ func TestPlanSourceRegistryAlreadyFixed(t *testing.T) {
 		t.Errorf("before: %v %s; after: %v %s", p.Plan.Before.OK, p.Plan.Before.Reason, p.Plan.After.OK, p.Plan.After.Reason)
 	}
 }
+
+// TestPlanSourceNoDriversDir: an install without System32\drivers (where
+// no file can be created) is planned as before, the registry fix alone,
+// with a note saying why no file is created and the files still missing.
+func TestPlanSourceNoDriversDir(t *testing.T) {
+	tree := testutil.XPTree(t, nil, 0, xpCabinets())
+	if err := os.RemoveAll(filepath.Join(tree, "Windows", "System32", "drivers")); err != nil {
+		t.Fatal(err)
+	}
+	img := testutil.MkDisk(t, tree, 24)
+	src, err := OpenSource(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	p, err := PlanSource(src, PatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Drivers == nil || len(p.Drivers.Created) != 0 || len(p.Drivers.Writes) != 0 || len(p.Drivers.Missing) != 4 {
+		t.Fatalf("drivers: %+v", p.Drivers)
+	}
+	if !strings.Contains(strings.Join(p.Plan.Notes, "\n"), "cannot be created") {
+		t.Errorf("notes: %q", p.Plan.Notes)
+	}
+	if len(p.Plan.MissingFiles) == 0 || len(p.Writes) == 0 {
+		t.Errorf("missing files %v, %d writes", p.Plan.MissingFiles, len(p.Writes))
+	}
+}
