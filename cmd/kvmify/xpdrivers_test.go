@@ -383,3 +383,46 @@ func sum256(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+// TestXPDriversMount: mount's disk.img holds the created drivers (ntfscat
+// reads them byte-equal to cabextract's output) and its report.json lists
+// them.
+func TestXPDriversMount(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test; -short")
+	}
+	bin := testutil.BuildKvmify(t)
+	tree := xpMissingTree(t)
+	img := testutil.MkDisk(t, tree, 64)
+	os.Chmod(img, 0o444)
+	srcHash := testutil.FileSHA256(t, img)
+	c := mountAndCopy(t, bin, img, "ide")
+	var rep struct {
+		Patch struct {
+			Created []struct {
+				Path    string `json:"path"`
+				SHA256  string `json:"sha256"`
+				Cabinet string `json:"cabinet"`
+				Member  string `json:"member"`
+			} `json:"created_files"`
+		} `json:"patch"`
+	}
+	if err := json.Unmarshal(c.report, &rep); err != nil {
+		t.Fatalf("report.json: %v\n%s", err, c.report)
+	}
+	if len(rep.Patch.Created) != 2 {
+		t.Fatalf("report.json lists %d created files:\n%s", len(rep.Patch.Created), c.report)
+	}
+	part := partition(t, c.disk)
+	cache := filepath.Join(tree, "Windows", "Driver Cache", "i386")
+	for _, f := range rep.Patch.Created {
+		got := ntfscat(t, part, "/"+strings.ReplaceAll(f.Path, `\`, "/"))
+		want := testutil.Cabextract(t, filepath.Join(cache, filepath.Base(strings.ReplaceAll(f.Cabinet, `\`, "/"))), f.Member)
+		if !bytes.Equal(got, want) || sum256(got) != f.SHA256 {
+			t.Errorf("%s: mount shows %s, cabextract %s, report %s", f.Path, sum256(got), sum256(want), f.SHA256)
+		}
+	}
+	if testutil.FileSHA256(t, img) != srcHash {
+		t.Fatal("the source image changed")
+	}
+}
