@@ -58,6 +58,21 @@ type Record struct {
 	RegistryChanges []Change  `json:"registry_changes"`
 	Extents         []Extent  `json:"extents"`
 	Notes           []string  `json:"notes,omitempty"`
+	// CreatedFiles are files the patch created (XP's IDE drivers).
+	CreatedFiles []CreatedFile `json:"created_files,omitempty"`
+}
+
+// CreatedFile is one file a patch created, with where its bytes came from.
+type CreatedFile struct {
+	Path        string    `json:"path"` // from the volume root
+	Size        int64     `json:"size"`
+	SHA256      string    `json:"sha256"`
+	Cabinet     string    `json:"cabinet"`
+	Member      string    `json:"member"`
+	ServicePack int       `json:"service_pack"`
+	Version     string    `json:"version,omitempty"`
+	MFTRecord   uint64    `json:"mft_record"`
+	CreatedAt   time.Time `json:"created_at"` // the times recorded in the file system
 }
 
 // ErrNotFresh means the overlay already holds changes that are not a

@@ -392,7 +392,7 @@ func (s *Session) plan() (*Planned, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w; its partitions cannot be read (a truncated or damaged image?): check the image, or pass --no-patch to serve it as it is without a boot fix", s.req.Image, err)
 	}
-	p, err := PlanVolumes(vols, s.req.Patch)
+	p, err := planWithDrivers(s.Source, vols, s.req.Patch) // PlanVolumes + XP driver files (drivers.go)
 	if errors.Is(err, ErrNoWindows) && s.req.Patch.Target == "" && s.req.Patch.Partition == 0 {
 		s.logf("no Windows install found on %s (%s); serving it without a boot fix", s.req.Image, partitionList(vols))
 		return nil, errServePlain
@@ -510,6 +510,7 @@ func (s *Session) apply(ov *overlay.Overlay, p *Planned, where string) error {
 	s.Record, s.Fresh = rec, true
 	s.logf("applied the %s boot fix (%s): %d registry changes, %d disk extents, into %s",
 		p.Plan.Target, p.Plan.Profile, len(rec.RegistryChanges), len(rec.Extents), where)
+	s.logCreated(p) // drivers.go
 	return nil
 }
 

@@ -114,6 +114,7 @@ func (s *Session) recordFor(p *Planned) *patch.Record {
 		WindowsDir: pl.Install.Dir, WindowsVersion: pl.Install.Version.String(), HiveState: string(pl.Install.HiveState),
 		Target: string(pl.Target), Profile: pl.Profile, Notes: pl.Notes,
 		RegistryChanges: []patch.Change{},
+		CreatedFiles:    p.Drivers.createdRecords(), // drivers.go
 	}
 	for _, c := range pl.Changes {
 		ch := patch.Change{Key: c.Key, Value: c.Value, Op: string(c.Op), Old: ValueJSON(c.Old), New: ValueJSON(c.New)}

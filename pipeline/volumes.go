@@ -176,6 +176,9 @@ type Planned struct {
 	Plan   *windows.Plan
 	// Writes are every byte range the run puts into the overlay, in order.
 	Writes []disk.Write
+	// Drivers are the XP IDE driver files the run creates (nil: none
+	// considered); their writes come first in Writes. (drivers.go)
+	Drivers *DriverSupply
 }
 
 // PlanVolumes computes the boot fix for the chosen install among vols.
@@ -209,6 +212,9 @@ func PlanVolumes(vols []windows.Volume, opts PatchOptions) (*Planned, error) {
 // at path, touching nothing: the plan command's whole job, and the same
 // code serve runs.
 func PlanImage(path string, opts PatchOptions) (*Planned, error) {
+	if p, handled, err := planSourceImage(path, opts); handled { // with driver files (drivers.go)
+		return p, err
+	}
 	vols, closeImage, err := OpenVolumes(path)
 	if err != nil {
 		return nil, err

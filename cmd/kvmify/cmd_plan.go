@@ -45,7 +45,14 @@ intelppm (Start 4), filters (drop class filters naming missing services).
 
 With --json: {"target", "profile", "registry_changes": [{"key", "value",
 "op", "type", "old", "new", "why"}], "extents": [{"offset", "length",
-"what"}], "missing_files", "notes", "before", "after", ...}.
+"what"}], "create_files": [{"path", "size", "sha256", "cabinet", "member",
+"service_pack", "version", "mft_record", "clusters", "runs"}],
+"missing_files", "notes", "before", "after", ...}.
+
+For Windows XP/2003 patched for ide, the IDE drivers (atapi, intelide,
+pciide, pciidex) System32\drivers lacks are taken from the install's own
+Driver Cache\i386 cabinets (the highest service pack's copy) and created
+in the same commit; files present are never replaced.
 
 Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 		Args: exactArgs(1),
@@ -72,6 +79,7 @@ func runPlan(ctx context.Context, opts planOptions, args []string, stdout io.Wri
 	}
 	p, vol := planned.Plan, planned.Volume
 	rep := planReport(args[0], vol, p)
+	addDrivers(&rep, planned) // XP IDE driver files (plan_drivers.go)
 	if opts.JSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -98,6 +106,7 @@ type planJSON struct {
 	After        *predictionJSON   `json:"after,omitempty"`
 	HiveSize     int               `json:"hive_size"`
 	PatchedSize  int               `json:"patched_hive_size,omitempty"`
+	CreateFiles  []createFileJSON  `json:"create_files"`
 	Notes        []string          `json:"notes"`
 }
 
@@ -186,6 +195,7 @@ func printPlan(w io.Writer, r planJSON) error {
 	for _, e := range r.Extents {
 		fmt.Fprintf(&b, "  offset %d length %d: %s\n", e.Offset, e.Length, e.What)
 	}
+	printCreated(&b, r.CreateFiles) // plan_drivers.go
 	for _, m := range r.MissingFiles {
 		fmt.Fprintf(&b, "missing driver file %s (from %s)\n", m.Path, m.From)
 	}
