@@ -12,6 +12,9 @@ type Facts struct {
 	// Arch is PROCESSOR_ARCHITECTURE (x86, AMD64...), used to name where
 	// missing drivers can be found; "" means x86.
 	Arch string
+	// LastKnownGood predicts the boot from Select\LastKnownGood (the boot
+	// menu's "Last Known Good Configuration") instead of Select\Default.
+	LastKnownGood bool
 	// FileExists reports whether a file exists, given its path relative to
 	// the Windows directory (`System32\drivers\atapi.sys`). Nil means the
 	// files are unknown and are not checked.
@@ -69,10 +72,10 @@ func (p Prediction) Verdict() string {
 	return "0x7B"
 }
 
-// Predict models boot-device binding in the control set Select\Current
-// names.
+// Predict models boot-device binding in the control set the loader boots
+// from: Select\Default, or Select\LastKnownGood when facts ask for it.
 func Predict(h Hive, facts Facts, target Target) (Prediction, error) {
-	cs, err := CurrentControlSet(h)
+	cs, err := BootControlSet(h, facts.LastKnownGood)
 	if err != nil {
 		return Prediction{}, err
 	}

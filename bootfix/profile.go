@@ -9,6 +9,10 @@ import (
 const (
 	ClassHDC  = "{4D36E96A-E325-11CE-BFC1-08002BE10318}" // IDE ATA/ATAPI controllers
 	ClassDisk = "{4D36E967-E325-11CE-BFC1-08002BE10318}" // disk drives
+	// ClassSCSIAdapter holds storage controllers with Storport/SCSI
+	// miniports (storahci, stornvme).
+	ClassSCSIAdapter = "{4D36E97B-E325-11CE-BFC1-08002BE10318}"
+	ClassVolume      = "{71A27CDD-812A-11D0-BEC7-08002BE2092F}" // volumes (volume.inf)
 )
 
 // Setting is one piece of registry state a profile wants in every patched

@@ -36,7 +36,7 @@ type Install struct {
 	Dir        string // the Windows directory as found on the volume, e.g. "Windows"
 	Version    bootfix.Version
 	Arch       string // PROCESSOR_ARCHITECTURE: x86, AMD64, ARM64; "" when unknown
-	ControlSet string // the control set Select\Current names
+	ControlSet string // the control set the loader boots from (Select\Default)
 	HiveState  HiveState
 	// HiveDetail says why the hive is dirty and what recovery did.
 	HiveDetail string
@@ -115,7 +115,7 @@ func inspectInstall(fsys FS, dir string) (*Install, error) {
 		return nil, err
 	}
 	sys := bootfix.FromRegistry(system)
-	cs, err := bootfix.CurrentControlSet(sys)
+	cs, err := bootfix.BootControlSet(sys, false)
 	if err != nil {
 		return nil, err
 	}
