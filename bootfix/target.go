@@ -133,3 +133,20 @@ func (t Target) chain() []device {
 	}
 	return append(devs, device{what: "disk", ids: diskIDs})
 }
+
+// inboxControllerServices names the inbox services that drive the target's
+// controller on a Windows family: what a CriticalDeviceDatabase entry for
+// it should map to.
+func inboxControllerServices(t Target, fam Family) []string {
+	switch {
+	case t == TargetIDE:
+		return []string{"intelide", "pciide"}
+	case t == TargetAHCI && fam == FamilyNT60:
+		return []string{"msahci"}
+	case t == TargetAHCI && fam == FamilyNT62:
+		return []string{"storahci"}
+	case t == TargetNVMe:
+		return []string{"stornvme"}
+	}
+	return nil
+}
