@@ -47,14 +47,17 @@ type Plan struct {
 	Target      bootfix.Target
 	Profile     string
 	ControlSets []bootfix.ControlSet
-	Changes     []bootfix.Change
+	// Booting lists the control sets that already boot and get no
+	// boot-fix change.
+	Booting []string
+	Changes []bootfix.Change
 	// MissingFiles are driver files the profile needs that the install
 	// lacks (paths relative to the Windows directory); the patch alone
 	// will not make such an install boot.
 	MissingFiles []bootfix.MissingFile
 	Extras       []bootfix.Extra
 	// Before is the prediction on the hive as found, After on the patched
-	// hive (zero when no editor was given).
+	// hive (equal to Before when nothing changes).
 	Before, After bootfix.Prediction
 	// OriginalHive is the SYSTEM file as stored on disk; PatchedHive is the
 	// file that replaces it (nil without an editor).
@@ -66,10 +69,17 @@ type Plan struct {
 
 // PlanPatch computes the boot fix for one install and target: the registry
 // changes and, given an editor and a rewriter, the patched hive and the
-// disk writes that would store it. It refuses unsafe states (CheckSafety)
-// and checks that the patched hive is consistent and predicted to boot.
+// disk writes that would store it, with the prediction before and after.
+// A plan with no change writes nothing, whatever state the hive is in (a
+// dirty hive is left for Windows to replay its own logs), so the dirty-hive
+// refusal applies only to plans that write; CheckSafety's other refusals
+// always apply. PlanPatch does not refuse a plan after which Windows still
+// would not boot: Plan.CheckBoots says so, for the caller to refuse unless
+// forced.
 func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, error) {
-	if err := CheckSafety(in, opts.Volume, opts.Overrides); err != nil {
+	lenient := opts.Overrides
+	lenient.AllowDirtyHive = true
+	if err := CheckSafety(in, opts.Volume, lenient); err != nil {
 		return nil, err
 	}
 	h, err := registry.Open(in.Hive)
@@ -81,19 +91,25 @@ func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, err
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Install: in, Target: target, Profile: cs.Profile, ControlSets: cs.ControlSets,
+	p := &Plan{Install: in, Target: target, Profile: cs.Profile, ControlSets: cs.ControlSets, Booting: cs.Booting,
 		Changes: cs.Changes, MissingFiles: cs.MissingFiles, Extras: opts.Extras, OriginalHive: in.OnDisk}
 	if p.Before, err = bootfix.Predict(bootfix.FromRegistry(h), facts, target); err != nil {
+		return nil, err
+	}
+	if len(p.Changes) == 0 {
+		p.Notes = append(p.Notes, "nothing to change: Windows already boots on "+string(target)+" as it is; the disk is served unchanged")
+		if in.HiveState != HiveClean {
+			p.Notes = append(p.Notes, "the SYSTEM hive is "+string(in.HiveState)+" and is left as stored: Windows replays its own logs at boot")
+		}
+		p.After = p.Before
+		return p, nil
+	}
+	if err := CheckSafety(in, opts.Volume, opts.Overrides); err != nil {
 		return nil, err
 	}
 	if in.HiveState == HiveRecovered {
 		p.Notes = append(p.Notes, "the SYSTEM hive was dirty and is patched in its state recovered from "+
 			"its logs; the patched file is clean with equal sequence numbers, so Windows will not replay the logs over it")
-	}
-	if len(p.Changes) == 0 && in.HiveState != HiveRecovered {
-		p.Notes = append(p.Notes, "nothing to change: the hive already has every value of the profile")
-		p.After = p.Before
-		return p, nil
 	}
 	if opts.Edit == nil {
 		opts.Edit = RegistryEditor
