@@ -35,6 +35,13 @@ type PlanOptions struct {
 	PartitionStart int64
 	// Edit produces the patched hive; nil means RegistryEditor.
 	Edit HiveEditor
+	// Disk is the whole source disk, read for the XP/2000 geometry check
+	// (MBR and the NTFS boot sector); nil skips the check.
+	Disk disk.Reader
+	// NoGeometryFix keeps the NTFS boot sector's heads and sectors per
+	// track as they are even when they differ from the firmware's
+	// geometry (suggested flag: --no-geometry-fix).
+	NoGeometryFix bool
 	// Rewrite turns the patched hive into disk writes; nil uses package
 	// ntfs's planner when the install was read through OpenNTFS, and
 	// otherwise the Plan has no Writes.
@@ -63,8 +70,11 @@ type Plan struct {
 	// file that replaces it (nil without an editor).
 	OriginalHive, PatchedHive []byte
 	Writes                    []disk.Write
-	Extents                   []Extent
-	Notes                     []string
+	// Geometry is the XP/2000 boot-sector geometry check (nil when not
+	// made); its Writes are part of Writes.
+	Geometry *GeometryFix
+	Extents  []Extent
+	Notes    []string
 }
 
 // PlanPatch computes the boot fix for one install and target: the registry
@@ -96,7 +106,15 @@ func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, err
 	if p.Before, err = bootfix.Predict(bootfix.FromRegistry(h), facts, target); err != nil {
 		return nil, err
 	}
+	if err := p.planGeometry(opts); err != nil {
+		return nil, err
+	}
 	if len(p.Changes) == 0 {
+		if len(p.Writes) > 0 {
+			p.Extents = extents(p.Writes)
+			p.After = p.Before
+			return p, nil
+		}
 		p.Notes = append(p.Notes, "nothing to change: Windows already boots on "+string(target)+" as it is; the disk is served unchanged")
 		if in.HiveState != HiveClean {
 			p.Notes = append(p.Notes, "the SYSTEM hive is "+string(in.HiveState)+" and is left as stored: Windows replays its own logs at boot")
@@ -155,8 +173,40 @@ func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, err
 		w.Offset += opts.PartitionStart
 		p.Writes = append(p.Writes, w)
 	}
+	if p.Geometry != nil {
+		p.Writes = append(p.Writes, p.Geometry.Writes...)
+	}
 	p.Extents = extents(p.Writes)
 	return p, nil
+}
+
+// planGeometry checks an NT 5.x install's NTFS boot sector against the
+// geometry SeaBIOS reports on QEMU's pc machine and plans the fix of the
+// fields that differ (kept in p.Geometry; added to p.Writes when the
+// registry plan is empty, else after the hive's writes).
+func (p *Plan) planGeometry(opts PlanOptions) error {
+	if opts.Disk == nil || p.Install.Version.Family() != bootfix.FamilyNT5 || p.Target != bootfix.TargetIDE {
+		return nil
+	}
+	g, err := PlanGeometryFix(opts.Disk, opts.PartitionStart)
+	if err != nil {
+		return err
+	}
+	if len(g.Writes) == 0 {
+		return nil
+	}
+	what := fmt.Sprintf("the NTFS boot sector says %d heads, %d sectors per track; SeaBIOS reports %s for this disk on QEMU's pc machine",
+		g.OldHeads, g.OldSectors, g.Firmware)
+	if opts.NoGeometryFix {
+		p.Notes = append(p.Notes, what+": left as is on request; Windows' boot code may stop with \"A disk read error occurred\"")
+		return nil
+	}
+	p.Geometry = g
+	p.Notes = append(p.Notes, what+": the boot sector's fields are set to the firmware's")
+	if len(p.Changes) == 0 {
+		p.Writes = append(p.Writes, g.Writes...)
+	}
+	return nil
 }
 
 // markClean returns a copy of a hive file whose base block says its last
