@@ -295,7 +295,8 @@ func TestExtras(t *testing.T) {
 	}{
 		// XP's CrashControl\AutoReboot is 1; Windows 7's intelppm is Start 3.
 		{"xp-sp3-x86.SYSTEM", "autoreboot", `ControlSet001\Control\CrashControl`, "AutoReboot", 0},
-		{"win7-sp1-x64.SYSTEM", "intelppm", `ControlSet001\Services\intelppm`, "Start", StartDisabled},
+		{"win7-sp1-x64.SYSTEM", "cpu-power", `ControlSet001\Services\intelppm`, "Start", StartDisabled},
+		{"win7-sp1-x64.SYSTEM", "cpu-power", `ControlSet001\Services\amdppm`, "Start", StartDisabled},
 	} {
 		_, h := corpusHive(t, tc.file)
 		facts := factsFor(t, h)

@@ -263,6 +263,13 @@ func (cs *ChangeSet) applyProfile(h Hive, controlSet string, prof Profile) error
 				continue
 			}
 		}
+		if s.FoldCase {
+			if old, ok, err := h.Value(key, s.Value); err != nil {
+				return err
+			} else if ok && old.Type == s.Want.Type && strings.EqualFold(old.Text(), s.Want.Text()) {
+				continue
+			}
+		}
 		if err := cs.set(h, key, s.Value, s.Want, "boot fix"); err != nil {
 			return err
 		}
@@ -320,12 +327,19 @@ func (cs *ChangeSet) applyExtra(h Hive, controlSet string, e Extra, facts Facts)
 	switch e {
 	case ExtraAutoReboot:
 		return cs.set(h, join(controlSet, crashControlKey), "AutoReboot", DWORD(0), why)
-	case ExtraIntelPPM:
-		key := join(controlSet, servicesKey, "intelppm")
-		if ok, err := keyExists(h, key); err != nil || !ok {
-			return err
+	case ExtraCPUPower:
+		for _, svc := range cpuPowerServices {
+			key := join(controlSet, servicesKey, svc)
+			if ok, err := keyExists(h, key); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
+			if err := cs.set(h, key, valueStart, DWORD(StartDisabled), why); err != nil {
+				return err
+			}
 		}
-		return cs.set(h, key, valueStart, DWORD(StartDisabled), why)
+		return nil
 	case ExtraFilters:
 		return cs.pruneFilters(h, controlSet, facts, why)
 	}

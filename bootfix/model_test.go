@@ -2,6 +2,7 @@ package bootfix
 
 import (
 	"encoding/hex"
+	"errors"
 	"strings"
 	"testing"
 
@@ -178,5 +179,36 @@ func TestWin81AHCIPlanIsEmpty(t *testing.T) {
 	}
 	if len(cs.Changes) != 0 {
 		t.Errorf("8.1 on ahci: %d changes, first %+v; want none", len(cs.Changes), cs.Changes[0])
+	}
+}
+
+func TestCPUPowerAliasAndVirtioRefused(t *testing.T) {
+	for _, s := range []string{"intelppm", "cpu-power", "CPU-Power"} {
+		if ex, err := ParseExtras(s); err != nil || len(ex) != 1 || ex[0] != ExtraCPUPower {
+			t.Errorf("ParseExtras(%q) = %v, %v", s, ex, err)
+		}
+	}
+	_, err := ParseTarget("virtio")
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "no inbox virtio-blk driver") {
+		t.Errorf("ParseTarget(virtio) = %v, want a refusal saying why", err)
+	}
+}
+
+// MergeIDE's .reg writes atapi's DisplayName; an ImagePath differing only
+// in case (XP's own system32\DRIVERS\…) is not rewritten.
+func TestMergeIDEServiceValues(t *testing.T) {
+	_, h := corpusHive(t, "xp-sp3-x86.SYSTEM")
+	cs, err := ComputeChanges(FromRegistry(h), factsFor(t, h), TargetIDE, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _, _ := WithChanges(FromRegistry(h), cs.Changes).Value(`ControlSet001\Services\atapi`, "DisplayName")
+	if v.Text() != "Standard IDE/ESDI Hard Disk Controller" {
+		t.Errorf("atapi DisplayName after the fix = %q", v.Text())
+	}
+	for _, c := range cs.Changes {
+		if c.Value == valueImagePath && c.Old != nil && strings.EqualFold(c.Old.Text(), c.New.Text()) {
+			t.Errorf("%s ImagePath rewritten for case only: %q → %q", c.Key, c.Old.Text(), c.New.Text())
+		}
 	}
 }

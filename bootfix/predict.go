@@ -142,8 +142,8 @@ func Predict(h Hive, facts Facts, target Target) (Prediction, error) {
 // PredictControlSet models boot-device binding in one control set.
 func PredictControlSet(h Hive, controlSet string, facts Facts, target Target) (Prediction, error) {
 	p := Prediction{Target: target, ControlSet: controlSet}
-	if _, err := ParseTarget(string(target)); err != nil {
-		return p, err
+	if _, ok := knownTarget(string(target)); !ok {
+		return p, fmt.Errorf("%w %q", ErrUnknownTarget, target)
 	}
 	fail := func(l Link, format string, args ...any) (Prediction, error) {
 		p.Broken = &l

@@ -41,7 +41,7 @@ system (--allow-hibernated), an unclean NTFS volume (--allow-unclean), a dirty
 hive its logs cannot recover (--allow-dirty-hive) and BitLocker (no override).
 
 --extras adds opt-in changes: autoreboot (CrashControl\AutoReboot 0),
-intelppm (Start 4), filters (drop class filters naming missing services).
+cpu-power (intelppm, amdppm, processr, AmdK8 Start 4; alias intelppm), filters (drop class filters naming missing services).
 
 With --json: {"target", "profile", "registry_changes": [{"key", "value",
 "op", "type", "old", "new", "why"}], "extents": [{"offset", "length",
@@ -57,7 +57,7 @@ Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 	f.BoolVar(&opts.JSON, "json", false, "print JSON")
 	f.StringVar(&opts.Target, "target", "", "QEMU disk controller: ide or ahci (default by Windows version)")
 	f.IntVar(&opts.Partition, "partition", -1, "partition index holding Windows (default: the only one)")
-	f.StringVar(&opts.Extras, "extras", "", "comma-separated opt-in extras: autoreboot,intelppm,filters")
+	f.StringVar(&opts.Extras, "extras", "", "comma-separated opt-in extras: autoreboot,cpu-power,filters")
 	f.BoolVar(&opts.Overrides.AllowHibernated, "allow-hibernated", false, "patch a hibernated or Fast Startup system")
 	f.BoolVar(&opts.Overrides.AllowUnclean, "allow-unclean", false, "patch a volume with an unclean $LogFile or dirty flag")
 	f.BoolVar(&opts.Overrides.AllowDirtyHive, "allow-dirty-hive", false, "patch a dirty hive its logs cannot recover")

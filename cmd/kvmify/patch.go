@@ -35,10 +35,10 @@ type patchFlags struct {
 
 func (p *patchFlags) register(f *pflag.FlagSet) {
 	p.Partition = -1
-	f.StringVar(&p.Target, "target", "", "QEMU disk controller to patch for: ide or ahci (default by Windows version)")
+	f.StringVar(&p.Target, "target", "", "QEMU disk controller to patch for: ide, ahci or nvme (default by Windows version)")
 	f.BoolVar(&p.NoPatch, "no-patch", false, "serve the plain copy-on-write view, without the boot fix")
 	f.IntVar(&p.Partition, "partition", -1, "partition index holding Windows (default: the only one)")
-	f.StringVar(&p.Extras, "extras", "", "comma-separated opt-in extras: autoreboot,intelppm,filters")
+	f.StringVar(&p.Extras, "extras", "", "comma-separated opt-in extras: autoreboot,cpu-power,filters")
 	f.BoolVar(&p.Overrides.AllowHibernated, "allow-hibernated", false, "patch a hibernated or Fast Startup system")
 	f.BoolVar(&p.Overrides.AllowUnclean, "allow-unclean", false, "patch a volume with an unclean $LogFile or dirty flag")
 	f.BoolVar(&p.Overrides.AllowDirtyHive, "allow-dirty-hive", false, "patch a dirty hive its logs cannot recover")
