@@ -180,3 +180,47 @@ func TestGeometryProbeUnderQEMU(t *testing.T) {
 		})
 	}
 }
+
+// TestFirmwareGeometryTable pins the model to what the probe printed under
+// QEMU 7.2 / SeaBIOS (GEOM lines 0F3F3F46, 7FBF0646, FEFFFE46 for the blank
+// 32 MiB, blank 2 GiB and 255-head 10 GiB disks), without booting.
+func TestFirmwareGeometryTable(t *testing.T) {
+	const mib, gib = 1 << 20, 1 << 30
+	mbr := func(endHead, endSect byte, size int64) []byte {
+		b := make([]byte, sectorSize)
+		if endHead != 0 {
+			e := b[mbrPartTable:]
+			e[mbrEndHead], e[mbrEndSector] = endHead, endSect
+			binary.LittleEndian.PutUint32(e[mbrNumSectors:], uint32(size/sectorSize-2048))
+		}
+		b[mbrSignatureOffset], b[mbrSignatureOffset+1] = 0x55, 0xAA
+		return b
+	}
+	for _, tc := range []struct {
+		size             int64
+		endHead, endSect byte
+		want             Geometry
+	}{
+		{32 * mib, 0, 0, Geometry{65, 16, 63}},
+		{2 * gib, 0, 0, Geometry{520, 128, 63}},
+		{10 * gib, 254, 63, Geometry{1024, 255, 63}},
+		{500 * mib, 14, 63, Geometry{1024, 15, 63}},
+	} {
+		if got := FirmwareGeometry(tc.size, mbr(tc.endHead, tc.endSect, tc.size)); got != tc.want {
+			t.Errorf("%d bytes, end head %d: %s, want %s", tc.size, tc.endHead, got, tc.want)
+		}
+	}
+}
+
+func FuzzFirmwareGeometry(f *testing.F) {
+	f.Add(int64(10<<30), make([]byte, sectorSize))
+	f.Fuzz(func(t *testing.T, size int64, mbr []byte) {
+		if size < 0 {
+			size = -size
+		}
+		g := FirmwareGeometry(size, mbr)
+		if g.Heads == 0 || g.Heads > 256 || g.SectorsPerTrack > 63 || g.Cylinders > maxBIOSCylinders {
+			t.Fatalf("geometry %s for %d bytes", g, size)
+		}
+	})
+}

@@ -152,6 +152,9 @@ type changeJSON struct {
 	Old   any        `json:"old"`
 	New   any        `json:"new"`
 	Why   string     `json:"why"`
+	// Detail names the broken link a boot-fix change repairs beyond the
+	// profile (a dead filter entry, a third-party CDDB entry).
+	Detail string `json:"detail,omitempty"`
 }
 
 type missingFileJSON struct {
@@ -177,12 +180,11 @@ func planReport(image string, vol windows.Volume, p *windows.Plan) planJSON {
 	for _, cs := range p.ControlSets {
 		r.ControlSets = append(r.ControlSets, cs.Name)
 	}
-	if p.PatchedHive != nil {
-		a := predictionReport(p.After)
-		r.After = &a
-	}
+	// The plan always predicts after itself (an empty plan: as before).
+	a := predictionReport(p.After)
+	r.After = &a
 	for _, c := range p.Changes {
-		j := changeJSON{Key: c.Key, Value: c.Value, Op: c.Op, Old: valueJSON(c.Old), New: valueJSON(c.New), Why: c.Why}
+		j := changeJSON{Key: c.Key, Value: c.Value, Op: c.Op, Old: valueJSON(c.Old), New: valueJSON(c.New), Why: c.Why, Detail: c.Detail}
 		if c.New != nil {
 			j.Type = typeName(c.New.Type)
 		} else if c.Old != nil {
