@@ -212,3 +212,48 @@ func TestMergeIDEServiceValues(t *testing.T) {
 		}
 	}
 }
+
+// The loader boots Select\Default (or LastKnownGood on request), not
+// Select\Current: with Default pointing at ControlSet002, where msahci is
+// boot-start, Windows 7 boots on ahci although ControlSet001 (Current)
+// says msahci Start=3.
+func TestPredictUsesSelectDefault(t *testing.T) {
+	data, _ := corpusHive(t, "win7-sp1-x64.SYSTEM")
+	one, two, zero := DWORD(1), DWORD(2), DWORD(StartBoot)
+	h := editHive(t, data, []Change{
+		{Key: "Select", Value: "Default", Op: OpSet, New: &two},
+		{Key: "Select", Value: "LastKnownGood", Op: OpSet, New: &one},
+		{Key: `ControlSet002\Services\msahci`, Value: "Start", Op: OpSet, New: &zero},
+	})
+	facts := factsFor(t, h)
+	p, err := Predict(FromRegistry(h), facts, TargetAHCI)
+	if err != nil || !p.OK || p.ControlSet != "ControlSet002" {
+		t.Errorf("Default: %s in %s %q %v; want boots from ControlSet002", p.Verdict(), p.ControlSet, p.Reason, err)
+	}
+	facts.LastKnownGood = true
+	p, err = Predict(FromRegistry(h), facts, TargetAHCI)
+	if err != nil || p.OK || p.ControlSet != "ControlSet001" {
+		t.Errorf("LastKnownGood: %s in %s %q %v; want 0x7B from ControlSet001", p.Verdict(), p.ControlSet, p.Reason, err)
+	}
+}
+
+// A service the chain needs that is not boot-start (here disk, Start 3)
+// is enabled by the fix, recorded, beside the profile's msahci.
+func TestFixEnablesChainService(t *testing.T) {
+	data, _ := corpusHive(t, "win7-sp1-x64.SYSTEM")
+	three := DWORD(StartDemand)
+	h := editHive(t, data, []Change{{Key: `ControlSet001\Services\disk`, Value: "Start", Op: OpSet, New: &three}})
+	facts := factsFor(t, h)
+	cs, err := ComputeChanges(FromRegistry(h), facts, TargetAHCI, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range cs.Changes {
+		found = found || strings.EqualFold(c.Key, `ControlSet001\Services\disk`) && c.Value == "Start" && strings.Contains(c.Detail, "disk")
+	}
+	p, err := PredictControlSet(WithChanges(FromRegistry(h), cs.Changes), "ControlSet001", facts, TargetAHCI)
+	if !found || err != nil || !p.OK {
+		t.Errorf("disk Start fixed: %v; after %s %q %v", found, p.Verdict(), p.Reason, err)
+	}
+}
