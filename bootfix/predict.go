@@ -274,14 +274,18 @@ func classFiltersBootable(h Hive, controlSet string, c setupClass, facts Facts) 
 			if l == nil {
 				continue
 			}
+			// A missing key or driver file makes the entry dead (the fix
+			// drops the name); a filter that is there but not boot-start
+			// is enabled; a missing export driver is left to the user,
+			// like a boot driver's.
 			kind := LinkFilterStart
-			if l.Kind == LinkNoService || l.Kind == LinkFile {
+			switch l.Kind {
+			case LinkNoService, LinkFile:
 				kind = LinkFilterDead
+			case LinkImport:
+				kind = LinkImport
 			}
 			out := &Link{Kind: kind, Device: "class " + c.name, Service: svc, Key: key, Value: name, File: l.File, Importer: l.Importer}
-			if l.Kind == LinkImport {
-				kind, out.Kind = LinkImport, LinkImport
-			}
 			return out, fmt.Sprintf("class %s %s %s names %s: %s", c.name, c.guid, name, svc, why), nil
 		}
 	}
