@@ -61,6 +61,7 @@ func ComputeChanges(h Hive, facts Facts, target Target, extras []Extra) (*Change
 	if err != nil {
 		return nil, err
 	}
+	h = newCachedHive(h)
 	sets, err := ControlSets(h)
 	if err != nil {
 		return nil, err
