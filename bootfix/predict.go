@@ -78,19 +78,19 @@ const (
 
 // Link is the step of the boot chain that breaks, with what names it.
 type Link struct {
-	Kind   LinkKind
-	Device string // "controller ICH9 AHCI (q35)", "disk", "class DiskDrive"
+	Kind   LinkKind `json:"kind"`
+	Device string   `json:"device"` // "controller ICH9 AHCI (q35)", "disk", "class DiskDrive"
 	// Service is the service at fault (the filter's, for filter links).
-	Service string
+	Service string `json:"service,omitempty"`
 	// Key is the registry key at fault, from the hive root (a CDDB entry,
 	// a service key, a class key).
-	Key string
+	Key string `json:"key,omitempty"`
 	// Value is the value at fault (UpperFilters, Start...), or "".
-	Value string
+	Value string `json:"value,omitempty"`
 	// File is the missing file, relative to the Windows directory.
-	File string
+	File string `json:"file,omitempty"`
 	// Importer is the driver file that imports File (LinkImport).
-	Importer string
+	Importer string `json:"importer,omitempty"`
 }
 
 // Fixable reports whether ComputeChanges can repair the link in the

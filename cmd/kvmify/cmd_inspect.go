@@ -156,6 +156,8 @@ type predictionJSON struct {
 	Verdict string   `json:"verdict"`
 	Reason  string   `json:"reason"`
 	Path    []string `json:"path,omitempty"`
+	// Broken is the link of the boot chain that fails (nil when it boots).
+	Broken *bootfix.Link `json:"broken,omitempty"`
 }
 
 func partitionReport(v windows.Volume) partitionJSON {
@@ -198,7 +200,7 @@ func buildOrNil(b uint32) *uint32 {
 }
 
 func predictionReport(p bootfix.Prediction) predictionJSON {
-	return predictionJSON{OK: p.OK, Verdict: p.Verdict(), Reason: p.Reason, Path: p.Path}
+	return predictionJSON{OK: p.OK, Verdict: p.Verdict(), Reason: p.Reason, Path: p.Path, Broken: p.Broken}
 }
 
 func printInspect(w io.Writer, rep inspectReport) error {
