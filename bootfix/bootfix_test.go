@@ -295,7 +295,8 @@ func TestExtras(t *testing.T) {
 	}{
 		// XP's CrashControl\AutoReboot is 1; Windows 7's intelppm is Start 3.
 		{"xp-sp3-x86.SYSTEM", "autoreboot", `ControlSet001\Control\CrashControl`, "AutoReboot", 0},
-		{"win7-sp1-x64.SYSTEM", "intelppm", `ControlSet001\Services\intelppm`, "Start", StartDisabled},
+		{"win7-sp1-x64.SYSTEM", "cpu-power", `ControlSet001\Services\intelppm`, "Start", StartDisabled},
+		{"win7-sp1-x64.SYSTEM", "cpu-power", `ControlSet001\Services\amdppm`, "Start", StartDisabled},
 	} {
 		_, h := corpusHive(t, tc.file)
 		facts := factsFor(t, h)
@@ -406,21 +407,17 @@ func TestValueStrings(t *testing.T) {
 }
 
 // Windows 7 already binds PIIX3 through CriticalDeviceDatabase
-// PCI#VEN_8086&DEV_7010 → intelide: the IDE profile must leave that entry
-// alone and only raise pciide to boot-start in both control sets.
-func TestWin7IDEChangesOnlyWhatDiffers(t *testing.T) {
+// PCI#VEN_8086&DEV_7010 → intelide, atapi and disk are boot-start: it boots
+// on ide as it is, so the plan must be empty (pciide, Start 3, is not in the
+// PIIX3 chain and stays untouched).
+func TestWin7IDEPlanIsEmpty(t *testing.T) {
 	_, h := corpusHive(t, "win7-sp1-x64.SYSTEM")
 	cs, err := ComputeChanges(FromRegistry(h), factsFor(t, h), TargetIDE, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, c := range cs.Changes {
-		got = append(got, c.Key+`\`+c.Value)
-	}
-	want := []string{`ControlSet001\Services\pciide\Start`, `ControlSet002\Services\pciide\Start`}
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Errorf("changes %v, want %v (corpus README: intelide 0, pciide 3, atapi 0)", got, want)
+	if len(cs.Changes) != 0 || len(cs.Booting) != 2 {
+		t.Errorf("changes %+v, booting %v; want none, ControlSet001 and 002 already booting", cs.Changes, cs.Booting)
 	}
 }
 

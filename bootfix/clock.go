@@ -8,7 +8,7 @@ const timeZoneKey = `Control\TimeZoneInformation`
 // the current control set). Windows keeps local time otherwise, so a VM's
 // clock must start in local time for it.
 func RTCIsUTC(h Hive) (bool, error) {
-	cs, err := CurrentControlSet(h)
+	cs, err := BootControlSet(h, false)
 	if err != nil {
 		return false, err
 	}

@@ -65,11 +65,39 @@ func ControlSets(h Hive) ([]ControlSet, error) {
 	return out, nil
 }
 
-// CurrentControlSet returns the control set Select\Current names.
+// CurrentControlSet returns the control set Select\Current names: the one
+// the running system used last, not necessarily the one it boots from.
 func CurrentControlSet(h Hive) (ControlSet, error) {
 	cs, err := ControlSets(h)
 	if err != nil {
 		return ControlSet{}, err
 	}
 	return cs[0], nil
+}
+
+// BootControlSet returns the control set the boot loader reads: the one
+// Select\Default names, or Select\LastKnownGood when the user picks "Last
+// Known Good Configuration" at the boot menu. (Current is only set by the
+// kernel once it has chosen, so offline it merely records the last boot.)
+// A hive without a usable Default falls back to Current.
+func BootControlSet(h Hive, lastKnownGood bool) (ControlSet, error) {
+	sets, err := ControlSets(h)
+	if err != nil {
+		return ControlSet{}, err
+	}
+	role := "Default"
+	if lastKnownGood {
+		role = "LastKnownGood"
+	}
+	for _, s := range sets {
+		for _, r := range s.Roles {
+			if r == role {
+				return s, nil
+			}
+		}
+	}
+	if lastKnownGood {
+		return ControlSet{}, fmt.Errorf("bootfix: %s\\LastKnownGood names no existing control set: %w", selectKey, ErrNoControlSet)
+	}
+	return sets[0], nil
 }

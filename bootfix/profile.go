@@ -9,6 +9,10 @@ import (
 const (
 	ClassHDC  = "{4D36E96A-E325-11CE-BFC1-08002BE10318}" // IDE ATA/ATAPI controllers
 	ClassDisk = "{4D36E967-E325-11CE-BFC1-08002BE10318}" // disk drives
+	// ClassSCSIAdapter holds storage controllers with Storport/SCSI
+	// miniports (storahci, stornvme).
+	ClassSCSIAdapter = "{4D36E97B-E325-11CE-BFC1-08002BE10318}"
+	ClassVolume      = "{71A27CDD-812A-11D0-BEC7-08002BE2092F}" // volumes (volume.inf)
 )
 
 // Setting is one piece of registry state a profile wants in every patched
@@ -20,6 +24,9 @@ type Setting struct {
 	// IfKeyAbsent leaves an existing Key alone: a CriticalDeviceDatabase
 	// entry Windows already has (pointing wherever) is not overwritten.
 	IfKeyAbsent bool
+	// FoldCase treats a string value equal to Want but for case as
+	// already right (file paths).
+	FoldCase bool
 }
 
 // Profile is the boot fix for one Windows family and target.
@@ -35,16 +42,21 @@ type Profile struct {
 
 // serviceDef is a boot-start service as MergeIDE writes it.
 type serviceDef struct {
-	name, group, image string
-	tag                uint32
+	name, group, image, displayName string
+	tag                             uint32
 }
 
-// The XP/2003 services with the values Windows XP's own setup gives them
-// (identical to those MergeIDE publishes).
+// The XP/2003 services as MergeIDE's .reg (Microsoft KB 314082) writes
+// them: key names atapi, IntelIde and PCIIde, atapi's DisplayName, groups
+// and tags. The KB page itself could not be read; the values are those of
+// the .reg as reproduced in public P2V scripts and guides, which agree with
+// each other. MergeIDE's ImagePath says System32\DRIVERS\…, XP's own setup
+// system32\DRIVERS\…; Windows reads paths without regard to case, so an
+// install's ImagePath that differs only in case is left alone.
 var nt5Services = []serviceDef{
-	{name: "atapi", group: "SCSI miniport", image: `system32\DRIVERS\atapi.sys`, tag: 0x19},
-	{name: "IntelIde", group: "System Bus Extender", image: `system32\DRIVERS\intelide.sys`, tag: 4},
-	{name: "PCIIde", group: "System Bus Extender", image: `system32\DRIVERS\pciide.sys`, tag: 3},
+	{name: "atapi", group: "SCSI miniport", image: `System32\DRIVERS\atapi.sys`, tag: 0x19, displayName: "Standard IDE/ESDI Hard Disk Controller"},
+	{name: "IntelIde", group: "System Bus Extender", image: `System32\DRIVERS\intelide.sys`, tag: 4},
+	{name: "PCIIde", group: "System Bus Extender", image: `System32\DRIVERS\pciide.sys`, tag: 3},
 }
 
 // Service values MergeIDE sets besides Group, Tag and ImagePath.
@@ -73,7 +85,7 @@ var nt5CDDB = func() []cddbEntry {
 	for _, vd := range []string{
 		"0e11&dev_ae33", "1039&dev_0601", "1039&dev_5513", "1042&dev_1000",
 		"105a&dev_4d33", "1095&dev_0640", "1095&dev_0646", "1095&dev_0648",
-		"1095&dev_0649", "1097&dev_0038", "10ad&dev_0001", "10ad&dev_0150",
+		"1095&dev_0646&rev_05", "1095&dev_0646&rev_07", "1095&dev_0649", "1097&dev_0038", "10ad&dev_0001", "10ad&dev_0150",
 		"10b9&dev_5215", "10b9&dev_5219", "10b9&dev_5229", "1106&dev_0571",
 	} {
 		e = append(e, cddbEntry{"pci#ven_" + vd, "pciide", ClassHDC})
@@ -143,8 +155,11 @@ func nt5IDE() Profile {
 			Setting{Key: k, Value: valueStart, Want: DWORD(StartBoot)},
 			Setting{Key: k, Value: "Tag", Want: DWORD(s.tag)},
 			Setting{Key: k, Value: "Type", Want: DWORD(serviceTypeKernelDriver)},
-			Setting{Key: k, Value: valueImagePath, Want: String(TypeExpandSZ, s.image)},
+			Setting{Key: k, Value: valueImagePath, Want: String(TypeExpandSZ, s.image), FoldCase: true},
 		)
+		if s.displayName != "" {
+			p.Settings = append(p.Settings, Setting{Key: k, Value: "DisplayName", Want: String(TypeSZ, s.displayName)})
+		}
 	}
 	return p
 }
@@ -173,9 +188,12 @@ const (
 	// ExtraAutoReboot sets CrashControl\AutoReboot 0 so a STOP screen stays
 	// visible instead of rebooting in a loop.
 	ExtraAutoReboot Extra = "autoreboot"
-	// ExtraIntelPPM disables intelppm, which crashes some guests on CPUs
-	// that QEMU does not fully model.
-	ExtraIntelPPM Extra = "intelppm"
+	// ExtraCPUPower disables the processor power-management drivers
+	// (intelppm, amdppm, processr, AmdK8), which crash some guests on CPUs
+	// QEMU does not fully model (what virt-v2v and the usual P2V guides
+	// disable; no Microsoft source could be read). "intelppm" is accepted
+	// as its old name.
+	ExtraCPUPower Extra = "cpu-power"
 	// ExtraFilters removes class UpperFilters/LowerFilters entries whose
 	// service key or driver file is missing (a leftover filter stops the
 	// whole class from starting).
@@ -183,7 +201,14 @@ const (
 )
 
 // Extras lists every extra.
-var Extras = []Extra{ExtraAutoReboot, ExtraIntelPPM, ExtraFilters}
+var Extras = []Extra{ExtraAutoReboot, ExtraCPUPower, ExtraFilters}
+
+// extraAliases are older names of extras.
+var extraAliases = map[string]Extra{"intelppm": ExtraCPUPower}
+
+// cpuPowerServices are the processor drivers ExtraCPUPower disables where
+// the hive has them.
+var cpuPowerServices = []string{"intelppm", "amdppm", "processr", "AmdK8"}
 
 // ParseExtras parses a comma-separated list of extras.
 func ParseExtras(s string) ([]Extra, error) {
@@ -200,8 +225,12 @@ func ParseExtras(s string) ([]Extra, error) {
 				found = true
 			}
 		}
+		if e, ok := extraAliases[strings.ToLower(f)]; ok && !found {
+			out = append(out, e)
+			found = true
+		}
 		if !found {
-			return nil, fmt.Errorf("bootfix: unknown extra %q (want autoreboot, intelppm or filters)", f)
+			return nil, fmt.Errorf("bootfix: unknown extra %q (want autoreboot, cpu-power or filters)", f)
 		}
 	}
 	return out, nil

@@ -19,14 +19,29 @@ const (
 // Targets lists every modelled target in display order.
 var Targets = []Target{TargetIDE, TargetAHCI, TargetNVMe, TargetVirtio}
 
-// ParseTarget checks a target name given by a user.
+// ParseTarget checks a target name given by a user. virtio is refused: it
+// stays in Targets so that inspect shows its (always 0x7B) prediction, but
+// no Windows has an inbox virtio-blk driver, so no registry fix can boot
+// it, and kvmify does not inject drivers.
 func ParseTarget(s string) (Target, error) {
+	if strings.EqualFold(s, string(TargetVirtio)) {
+		return "", fmt.Errorf("%w for virtio: Windows has no inbox virtio-blk driver, so no registry fix can boot it; "+
+			"install viostor (virtio-win) in Windows first, or use ide, ahci or nvme", ErrUnsupported)
+	}
+	if t, ok := knownTarget(s); ok {
+		return t, nil
+	}
+	return "", fmt.Errorf("%w %q (want ide, ahci or nvme)", ErrUnknownTarget, s)
+}
+
+// knownTarget finds a modelled target by name, virtio included.
+func knownTarget(s string) (Target, bool) {
 	for _, t := range Targets {
 		if strings.EqualFold(s, string(t)) {
-			return t, nil
+			return t, true
 		}
 	}
-	return "", fmt.Errorf("%w %q (want ide, ahci, nvme or virtio)", ErrUnknownTarget, s)
+	return "", false
 }
 
 // PCIDevice is the identity a PCI function reports in its configuration
@@ -132,4 +147,21 @@ func (t Target) chain() []device {
 		devs = append(devs, device{what: "IDE channel", ids: ideChannelIDs})
 	}
 	return append(devs, device{what: "disk", ids: diskIDs})
+}
+
+// inboxControllerServices names the inbox services that drive the target's
+// controller on a Windows family: what a CriticalDeviceDatabase entry for
+// it should map to.
+func inboxControllerServices(t Target, fam Family) []string {
+	switch {
+	case t == TargetIDE:
+		return []string{"intelide", "pciide"}
+	case t == TargetAHCI && fam == FamilyNT60:
+		return []string{"msahci"}
+	case t == TargetAHCI && fam == FamilyNT62:
+		return []string{"storahci"}
+	case t == TargetNVMe:
+		return []string{"stornvme"}
+	}
+	return nil
 }

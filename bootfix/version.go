@@ -123,47 +123,215 @@ func FromSoftware(software Hive) (Version, bool, error) {
 	if v.ServicePack, _, err = text(software, cv, "CSDVersion"); err != nil {
 		return v, false, err
 	}
+	// Windows 11 kept ProductName "Windows 10 …" in the SOFTWARE hive (as
+	// widely reported; no Microsoft source could be read): the build tells.
+	if v.Major == 10 && v.Build >= firstWindows11Build && strings.HasPrefix(v.ProductName, "Windows 10") {
+		v.ProductName = "Windows 11" + strings.TrimPrefix(v.ProductName, "Windows 10")
+	}
 	v.Source = SourceSoftwareHive
 	return v, true, nil
 }
 
-// FromSystem guesses the version from evidence in the SYSTEM hive alone: a
-// DriverDatabase means 8 or later, an msahci service means Vista/7, a
-// CriticalDeviceDatabase without either means NT 5.x.
+// Setup classes whose inbox drivers' DriverVersion tells the Windows build:
+// every install has them. Only Microsoft's drivers count: a third-party INF
+// is published as oemNN.inf, but Windows also ships vendors' INFs inbox
+// (Windows 7's lsi_sas.inf 1.28.3.52, 10's iastorav.inf 13.44.0.1026 in
+// the corpus hives), which carry the vendor's version.
+var versionClasses = []string{
+	ClassHDC, ClassSCSIAdapter, ClassDisk, ClassVolume,
+	"{4D36E97D-E325-11CE-BFC1-08002BE10318}", // System devices
+}
+
+// Control\Windows values holding a build lab string ("16299.rs3_release.
+// 170928-1534"), which Windows 10 and later write at shutdown. Known from the
+// corpus Windows 10 hive; no documentation of them could be read.
+var buildLabValues = []string{"ShutdownStopTimePerfCounterBuildLab", "BuildLab", "BuildLabEx"}
+
+// Windows 11 kept major version 10; its builds start at 22000.
+const firstWindows11Build = 22000
+
+// FromSystem reads the version from evidence in the SYSTEM hive alone, best
+// first: the DriverVersion of the inbox drivers in Control\Class (which
+// carries the OS build, e.g. 6.1.7601.17514), a build lab string in
+// Control\Windows, OSProductPfn in ProductOptions (Windows 10/11 only), and
+// the storage mechanisms: a DriverDatabase means 8 or later, an msahci
+// service Vista/7, a CriticalDeviceDatabase without either NT 5.x. Evidence
+// names what was used; Build stays 0 when nothing gives it.
 func FromSystem(system Hive) (Version, error) {
 	v := Version{Source: SourceSystemHive}
-	cs, err := CurrentControlSet(system)
+	cs, err := BootControlSet(system, false)
 	if err != nil {
 		return v, err
 	}
 	if v.Server, err = isServer(system, cs.Name); err != nil {
 		return v, err
 	}
-	if ok, err := keyExists(system, driverDatabaseKey); err != nil {
+	// Control\Windows CSDVersion holds the service pack as 0xSS00.
+	if sp, ok, err := dword(system, join(cs.Name, controlWindowsKey), "CSDVersion"); err != nil {
 		return v, err
-	} else if ok {
-		v.Major, v.Minor, v.Evidence = 6, 2, "DriverDatabase present (Windows 8 or later)"
-		return v, nil
+	} else if ok && sp>>8 != 0 {
+		v.ServicePack = fmt.Sprintf("Service Pack %d", sp>>8)
 	}
-	if ok, err := keyExists(system, join(cs.Name, servicesKey, "msahci")); err != nil {
+	var evidence []string
+	dv, where, err := inboxDriverVersion(system, cs.Name)
+	if err != nil {
 		return v, err
-	} else if ok {
-		v.Major, v.Minor, v.Evidence = 6, 0, "msahci service present (Vista/7)"
-		return v, nil
 	}
-	if ok, err := keyExists(system, join(cs.Name, cddbKey)); err != nil {
+	if dv.Major != 0 {
+		v.Major, v.Minor, v.Build = dv.Major, dv.Minor, dv.Build
+		evidence = append(evidence, fmt.Sprintf("inbox DriverVersion %d.%d.%d (%s)", dv.Major, dv.Minor, dv.Build, where))
+	}
+	if build, lab, err := buildLab(system, cs.Name); err != nil {
 		return v, err
-	} else if ok {
-		v.Major, v.Minor, v.Evidence = 5, 1, "CriticalDeviceDatabase without DriverDatabase or msahci (NT 5.x)"
-		// Control\Windows CSDVersion holds the service pack as 0xSS00.
-		if sp, ok, err := dword(system, join(cs.Name, controlWindowsKey), "CSDVersion"); err != nil {
-			return v, err
-		} else if ok && sp>>8 != 0 {
-			v.ServicePack = fmt.Sprintf("Service Pack %d", sp>>8)
+	} else if build != 0 {
+		if v.Build == 0 || v.Major >= 10 {
+			v.Build = build
 		}
-		return v, nil
+		evidence = append(evidence, "build lab "+lab)
 	}
-	return v, fmt.Errorf("bootfix: no version evidence in the SYSTEM hive (no DriverDatabase, msahci or CriticalDeviceDatabase): %w", ErrUnsupported)
+	pfn, hasPfn, err := text(system, join(cs.Name, productOptionsKey), "OSProductPfn")
+	if err != nil {
+		return v, err
+	}
+	if hasPfn && pfn != "" {
+		if v.Major == 0 || v.Major == 6 && v.Minor >= 2 {
+			v.Major, v.Minor = 10, 0
+		}
+		evidence = append(evidence, "OSProductPfn present (Windows 10 or 11)")
+	}
+	if v.Major == 0 {
+		if err := v.structuralGuess(system, cs.Name, &evidence); err != nil {
+			return v, err
+		}
+	}
+	if v.Major == 10 && v.Build >= firstWindows11Build {
+		v.ProductName = "Windows 11"
+	}
+	v.Evidence = strings.Join(evidence, "; ")
+	return v, nil
+}
+
+// structuralGuess sets major.minor from which storage databases and drivers
+// the hive has, when nothing names the version.
+func (v *Version) structuralGuess(system Hive, controlSet string, evidence *[]string) error {
+	if ok, err := keyExists(system, driverDatabaseKey); err != nil {
+		return err
+	} else if ok {
+		v.Major, v.Minor = 6, 2
+		*evidence = append(*evidence, "DriverDatabase present (Windows 8 or later)")
+		return nil
+	}
+	if ok, err := keyExists(system, join(controlSet, servicesKey, "msahci")); err != nil {
+		return err
+	} else if ok {
+		v.Major, v.Minor = 6, 0
+		*evidence = append(*evidence, "msahci service present (Vista/7)")
+		return nil
+	}
+	if ok, err := keyExists(system, join(controlSet, cddbKey)); err != nil {
+		return err
+	} else if ok {
+		v.Major, v.Minor = 5, 1
+		*evidence = append(*evidence, "CriticalDeviceDatabase without DriverDatabase or msahci (NT 5.x)")
+		return nil
+	}
+	return fmt.Errorf("bootfix: no version evidence in the SYSTEM hive (no inbox DriverVersion, DriverDatabase, msahci or CriticalDeviceDatabase): %w", ErrUnsupported)
+}
+
+// inboxDriverVersion returns the highest major.minor.build among the
+// DriverVersion values of inbox-INF devices of versionClasses. Inbox
+// drivers serviced by an update keep the OS's major.minor.build (only the
+// revision moves), so the highest is the running build; a lower one is a
+// driver left at the RTM build (Windows 7 SP1's disk.inf says 6.1.7600).
+func inboxDriverVersion(system Hive, controlSet string) (FileVersion4, string, error) {
+	var best FileVersion4
+	var where string
+	for _, class := range versionClasses {
+		key := join(controlSet, classKey, class)
+		subs, ok, err := system.Subkeys(key)
+		if err != nil {
+			return best, "", err
+		}
+		if !ok {
+			continue
+		}
+		for _, sub := range subs {
+			k := join(key, sub)
+			inf, _, err := text(system, k, "InfPath")
+			if err != nil {
+				return best, "", err
+			}
+			if inf == "" || strings.HasPrefix(strings.ToLower(inf), "oem") {
+				continue
+			}
+			if prov, _, err := text(system, k, "ProviderName"); err != nil {
+				return best, "", err
+			} else if !strings.HasPrefix(strings.ToLower(prov), "microsoft") {
+				continue
+			}
+			s, ok, err := text(system, k, "DriverVersion")
+			if err != nil {
+				return best, "", err
+			}
+			fv, good := parseFileVersion(s)
+			if !ok || !good || fv.Major < 5 {
+				continue
+			}
+			if fv.newer(best) {
+				best, where = fv, fmt.Sprintf(`Control\Class\%s\%s %s`, class, sub, inf)
+			}
+		}
+	}
+	return best, where, nil
+}
+
+// FileVersion4 is a dotted four-part version (a.b.c.d) as INFs state it.
+type FileVersion4 struct{ Major, Minor, Build, Revision uint32 }
+
+func (a FileVersion4) newer(b FileVersion4) bool {
+	if a.Major != b.Major {
+		return a.Major > b.Major
+	}
+	if a.Minor != b.Minor {
+		return a.Minor > b.Minor
+	}
+	return a.Build > b.Build
+}
+
+// parseFileVersion parses "6.1.7601.17514" (at least three parts).
+func parseFileVersion(s string) (FileVersion4, bool) {
+	parts := strings.Split(strings.TrimSpace(s), ".")
+	if len(parts) < 3 || len(parts) > 4 {
+		return FileVersion4{}, false
+	}
+	var n [4]uint32
+	for i, p := range parts {
+		x, err := strconv.ParseUint(p, 10, 32)
+		if err != nil {
+			return FileVersion4{}, false
+		}
+		n[i] = uint32(x)
+	}
+	return FileVersion4{n[0], n[1], n[2], n[3]}, true
+}
+
+// buildLab reads the build number from a build lab string in
+// Control\Windows: the digits before the first dot.
+func buildLab(system Hive, controlSet string) (uint32, string, error) {
+	for _, name := range buildLabValues {
+		s, ok, err := text(system, join(controlSet, controlWindowsKey), name)
+		if err != nil {
+			return 0, "", err
+		}
+		if !ok {
+			continue
+		}
+		num, _, _ := strings.Cut(s, ".")
+		if n, err := strconv.ParseUint(num, 10, 32); err == nil && n > 0 {
+			return uint32(n), s, nil
+		}
+	}
+	return 0, "", nil
 }
 
 // isServer reads Control\ProductOptions\ProductType: WinNT is a workstation,
@@ -186,7 +354,7 @@ func DetectVersion(system, software Hive) (Version, error) {
 			return v, err
 		}
 		if ok {
-			if cs, err := CurrentControlSet(system); err == nil {
+			if cs, err := BootControlSet(system, false); err == nil {
 				v.Server, _ = isServer(system, cs.Name)
 			}
 			return v, nil
@@ -198,7 +366,7 @@ func DetectVersion(system, software Hive) (Version, error) {
 // Arch reads PROCESSOR_ARCHITECTURE from the current control set's
 // Session Manager\Environment ("x86", "AMD64", "ARM64"); "" when absent.
 func Arch(system Hive) (string, error) {
-	cs, err := CurrentControlSet(system)
+	cs, err := BootControlSet(system, false)
 	if err != nil {
 		return "", err
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/kvmify/kvmify/bootfix"
+	"github.com/kvmify/kvmify/peimports"
 	"github.com/kvmify/kvmify/registry"
 )
 
@@ -36,7 +37,7 @@ type Install struct {
 	Dir        string // the Windows directory as found on the volume, e.g. "Windows"
 	Version    bootfix.Version
 	Arch       string // PROCESSOR_ARCHITECTURE: x86, AMD64, ARM64; "" when unknown
-	ControlSet string // the control set Select\Current names
+	ControlSet string // the control set the loader boots from (Select\Default)
 	HiveState  HiveState
 	// HiveDetail says why the hive is dirty and what recovery did.
 	HiveDetail string
@@ -55,13 +56,25 @@ type Install struct {
 // SystemHivePath is the SYSTEM hive's path relative to the volume root.
 func (in *Install) SystemHivePath() string { return in.Dir + `\` + systemHivePath }
 
-// Facts returns what bootfix needs to know about the install: its version
-// and which driver files exist.
+// Facts returns what bootfix needs to know about the install: its version,
+// which driver files exist and what each imports (read from its PE import
+// table; a file that is not a readable PE image, such as a test
+// placeholder, leaves bootfix to its known list).
 func (in *Install) Facts() bootfix.Facts {
-	return bootfix.Facts{Version: in.Version, Arch: in.Arch, FileExists: func(rel string) bool {
-		ok, err := exists(in.fsys, in.Dir+`\`+rel)
-		return ok && err == nil
-	}}
+	return bootfix.Facts{Version: in.Version, Arch: in.Arch,
+		FileExists: func(rel string) bool {
+			ok, err := exists(in.fsys, in.Dir+`\`+rel)
+			return ok && err == nil
+		},
+		Imports: func(rel string) ([]string, bool) {
+			r, err := in.fsys.Open(in.Dir + `\` + rel)
+			if err != nil {
+				return nil, false
+			}
+			mods, err := peimports.Read(r, r.Size())
+			return mods, err == nil
+		},
+	}
 }
 
 // Prediction returns the prediction for one target.
@@ -115,7 +128,7 @@ func inspectInstall(fsys FS, dir string) (*Install, error) {
 		return nil, err
 	}
 	sys := bootfix.FromRegistry(system)
-	cs, err := bootfix.CurrentControlSet(sys)
+	cs, err := bootfix.BootControlSet(sys, false)
 	if err != nil {
 		return nil, err
 	}

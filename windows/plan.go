@@ -35,6 +35,13 @@ type PlanOptions struct {
 	PartitionStart int64
 	// Edit produces the patched hive; nil means RegistryEditor.
 	Edit HiveEditor
+	// Disk is the whole source disk, read for the XP/2000 geometry check
+	// (MBR and the NTFS boot sector); nil skips the check.
+	Disk disk.Reader
+	// NoGeometryFix keeps the NTFS boot sector's heads and sectors per
+	// track as they are even when they differ from the firmware's
+	// geometry (suggested flag: --no-geometry-fix).
+	NoGeometryFix bool
 	// Rewrite turns the patched hive into disk writes; nil uses package
 	// ntfs's planner when the install was read through OpenNTFS, and
 	// otherwise the Plan has no Writes.
@@ -47,29 +54,42 @@ type Plan struct {
 	Target      bootfix.Target
 	Profile     string
 	ControlSets []bootfix.ControlSet
-	Changes     []bootfix.Change
+	// Booting lists the control sets that already boot and get no
+	// boot-fix change.
+	Booting []string
+	Changes []bootfix.Change
 	// MissingFiles are driver files the profile needs that the install
 	// lacks (paths relative to the Windows directory); the patch alone
 	// will not make such an install boot.
 	MissingFiles []bootfix.MissingFile
 	Extras       []bootfix.Extra
 	// Before is the prediction on the hive as found, After on the patched
-	// hive (zero when no editor was given).
+	// hive (equal to Before when nothing changes).
 	Before, After bootfix.Prediction
 	// OriginalHive is the SYSTEM file as stored on disk; PatchedHive is the
 	// file that replaces it (nil without an editor).
 	OriginalHive, PatchedHive []byte
 	Writes                    []disk.Write
-	Extents                   []Extent
-	Notes                     []string
+	// Geometry is the XP/2000 boot-sector geometry check (nil when not
+	// made); its Writes are part of Writes.
+	Geometry *GeometryFix
+	Extents  []Extent
+	Notes    []string
 }
 
 // PlanPatch computes the boot fix for one install and target: the registry
 // changes and, given an editor and a rewriter, the patched hive and the
-// disk writes that would store it. It refuses unsafe states (CheckSafety)
-// and checks that the patched hive is consistent and predicted to boot.
+// disk writes that would store it, with the prediction before and after.
+// A plan with no change writes nothing, whatever state the hive is in (a
+// dirty hive is left for Windows to replay its own logs), so the dirty-hive
+// refusal applies only to plans that write; CheckSafety's other refusals
+// always apply. PlanPatch does not refuse a plan after which Windows still
+// would not boot: Plan.CheckBoots says so, for the caller to refuse unless
+// forced.
 func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, error) {
-	if err := CheckSafety(in, opts.Volume, opts.Overrides); err != nil {
+	lenient := opts.Overrides
+	lenient.AllowDirtyHive = true
+	if err := CheckSafety(in, opts.Volume, lenient); err != nil {
 		return nil, err
 	}
 	h, err := registry.Open(in.Hive)
@@ -81,19 +101,33 @@ func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, err
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Install: in, Target: target, Profile: cs.Profile, ControlSets: cs.ControlSets,
+	p := &Plan{Install: in, Target: target, Profile: cs.Profile, ControlSets: cs.ControlSets, Booting: cs.Booting,
 		Changes: cs.Changes, MissingFiles: cs.MissingFiles, Extras: opts.Extras, OriginalHive: in.OnDisk}
 	if p.Before, err = bootfix.Predict(bootfix.FromRegistry(h), facts, target); err != nil {
+		return nil, err
+	}
+	if err := p.planGeometry(opts); err != nil {
+		return nil, err
+	}
+	if len(p.Changes) == 0 {
+		if len(p.Writes) > 0 {
+			p.Extents = extents(p.Writes)
+			p.After = p.Before
+			return p, nil
+		}
+		p.Notes = append(p.Notes, "nothing to change: Windows already boots on "+string(target)+" as it is; the disk is served unchanged")
+		if in.HiveState != HiveClean {
+			p.Notes = append(p.Notes, "the SYSTEM hive is "+string(in.HiveState)+" and is left as stored: Windows replays its own logs at boot")
+		}
+		p.After = p.Before
+		return p, nil
+	}
+	if err := CheckSafety(in, opts.Volume, opts.Overrides); err != nil {
 		return nil, err
 	}
 	if in.HiveState == HiveRecovered {
 		p.Notes = append(p.Notes, "the SYSTEM hive was dirty and is patched in its state recovered from "+
 			"its logs; the patched file is clean with equal sequence numbers, so Windows will not replay the logs over it")
-	}
-	if len(p.Changes) == 0 && in.HiveState != HiveRecovered {
-		p.Notes = append(p.Notes, "nothing to change: the hive already has every value of the profile")
-		p.After = p.Before
-		return p, nil
 	}
 	if opts.Edit == nil {
 		opts.Edit = RegistryEditor
@@ -139,8 +173,40 @@ func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, err
 		w.Offset += opts.PartitionStart
 		p.Writes = append(p.Writes, w)
 	}
+	if p.Geometry != nil {
+		p.Writes = append(p.Writes, p.Geometry.Writes...)
+	}
 	p.Extents = extents(p.Writes)
 	return p, nil
+}
+
+// planGeometry checks an NT 5.x install's NTFS boot sector against the
+// geometry SeaBIOS reports on QEMU's pc machine and plans the fix of the
+// fields that differ (kept in p.Geometry; added to p.Writes when the
+// registry plan is empty, else after the hive's writes).
+func (p *Plan) planGeometry(opts PlanOptions) error {
+	if opts.Disk == nil || p.Install.Version.Family() != bootfix.FamilyNT5 || p.Target != bootfix.TargetIDE {
+		return nil
+	}
+	g, err := PlanGeometryFix(opts.Disk, opts.PartitionStart)
+	if err != nil {
+		return err
+	}
+	if len(g.Writes) == 0 {
+		return nil
+	}
+	what := fmt.Sprintf("the NTFS boot sector says %d heads, %d sectors per track; SeaBIOS reports %s for this disk on QEMU's pc machine",
+		g.OldHeads, g.OldSectors, g.Firmware)
+	if opts.NoGeometryFix {
+		p.Notes = append(p.Notes, what+": left as is on request; Windows' boot code may stop with \"A disk read error occurred\"")
+		return nil
+	}
+	p.Geometry = g
+	p.Notes = append(p.Notes, what+": the boot sector's fields are set to the firmware's")
+	if len(p.Changes) == 0 {
+		p.Writes = append(p.Writes, g.Writes...)
+	}
+	return nil
 }
 
 // markClean returns a copy of a hive file whose base block says its last

@@ -95,7 +95,7 @@ func planWritesOnDisk(t *testing.T, dc diskCase, edit HiveEditor) {
 		t.Fatalf("Find: %v %+v", err, vols)
 	}
 	v := vols[0]
-	p, err := PlanPatch(v.Installs[0], dc.target, PlanOptions{PartitionStart: v.Partition.Start, Edit: edit})
+	p, err := PlanPatch(v.Installs[0], dc.target, PlanOptions{PartitionStart: v.Partition.Start, Edit: edit, Disk: bytes.NewReader(src)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +128,17 @@ func planWritesOnDisk(t *testing.T, dc diskCase, edit HiveEditor) {
 		case "mft-record":
 			if n := binary.LittleEndian.Uint32(src[w.Offset+mftRecordNumberOffset:]); uint64(n) != record {
 				t.Errorf("MFT write at %d is in record %d, want the hive's record %d", w.Offset, n, record)
+			}
+		case "NTFS boot sector heads (firmware geometry)", "NTFS boot sector sectors per track (firmware geometry)":
+			// XP only: mkdisk.sh's mkntfs says 255 heads, SeaBIOS reports
+			// 16 for so small a disk.
+			g := FirmwareGeometry(int64(len(src)), src[:sectorSize])
+			want := g.Heads
+			if off != bpbHeads {
+				want = g.SectorsPerTrack
+			}
+			if dc.target != bootfix.TargetIDE || p.Geometry == nil || uint32(binary.LittleEndian.Uint16(w.Data)) != want {
+				t.Errorf("geometry write %s at partition offset %d = %x, firmware %s", w.What, off, w.Data, g)
 			}
 		default:
 			t.Errorf("unexpected %s write at %d (+%d): the hive keeps its size", w.What, w.Offset, len(w.Data))

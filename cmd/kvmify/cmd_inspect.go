@@ -138,7 +138,7 @@ func volumeStateReport(vs windows.VolumeState) *volumeStateJSON {
 type installJSON struct {
 	Dir             string                    `json:"dir"`
 	Version         string                    `json:"version"`
-	Build           uint32                    `json:"build"`
+	Build           *uint32                   `json:"build"` // null when unknown
 	Family          string                    `json:"family"`
 	Product         string                    `json:"product,omitempty"`
 	ServicePack     string                    `json:"service_pack,omitempty"`
@@ -159,6 +159,8 @@ type predictionJSON struct {
 	Verdict string   `json:"verdict"`
 	Reason  string   `json:"reason"`
 	Path    []string `json:"path,omitempty"`
+	// Broken is the link of the boot chain that fails (nil when it boots).
+	Broken *bootfix.Link `json:"broken,omitempty"`
 }
 
 func partitionReport(v windows.Volume) partitionJSON {
@@ -182,7 +184,7 @@ func partitionReport(v windows.Volume) partitionJSON {
 }
 
 func installReport(in *windows.Install) *installJSON {
-	j := &installJSON{Dir: in.Dir, Version: in.Version.String(), Build: in.Version.Build,
+	j := &installJSON{Dir: in.Dir, Version: in.Version.String(), Build: buildOrNil(in.Version.Build),
 		Family: in.Version.Family().String(), Product: in.Version.ProductName,
 		ServicePack: in.Version.ServicePack, Server: in.Version.Server, Arch: in.Arch,
 		VersionSource: in.Version.Source, VersionEvidence: in.Version.Evidence,
@@ -194,8 +196,17 @@ func installReport(in *windows.Install) *installJSON {
 	return j
 }
 
+// buildOrNil is a known build number, or nil (JSON null) for 0, which
+// means unknown.
+func buildOrNil(b uint32) *uint32 {
+	if b == 0 {
+		return nil
+	}
+	return &b
+}
+
 func predictionReport(p bootfix.Prediction) predictionJSON {
-	return predictionJSON{OK: p.OK, Verdict: p.Verdict(), Reason: p.Reason, Path: p.Path}
+	return predictionJSON{OK: p.OK, Verdict: p.Verdict(), Reason: p.Reason, Path: p.Path, Broken: p.Broken}
 }
 
 func printInspect(w io.Writer, rep inspectReport) error {

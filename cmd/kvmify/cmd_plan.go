@@ -41,7 +41,7 @@ image) is an error, never "no Windows": serve, mount and export refuse it
 with the same message unless --no-patch.
 
 --extras adds opt-in changes: autoreboot (CrashControl\AutoReboot 0),
-intelppm (Start 4), filters (drop class filters naming missing services).
+cpu-power (intelppm, amdppm, processr, AmdK8 Start 4; alias intelppm), filters (drop class filters naming missing services).
 
 With --json: {"target", "profile", "registry_changes": [{"key", "value",
 "op", "type", "old", "new", "why"}], "extents": [{"offset", "length",
@@ -62,9 +62,9 @@ Exit status: 0 success, 1 failure or refusal, 2 usage error.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&opts.JSON, "json", false, "print JSON")
-	f.StringVar(&opts.Patch.Target, "target", "", "QEMU disk controller: ide or ahci (default by Windows version)")
+	f.StringVar(&opts.Patch.Target, "target", "", "QEMU disk controller: ide, ahci or nvme (default by Windows version)")
 	f.IntVar(&opts.Patch.Partition, "partition", 0, pipeline.PartitionHelp)
-	f.StringVar(&opts.Patch.Extras, "extras", "", "comma-separated opt-in extras: autoreboot,intelppm,filters")
+	f.StringVar(&opts.Patch.Extras, "extras", "", "comma-separated opt-in extras: autoreboot,cpu-power,filters")
 	f.BoolVar(&opts.Patch.Overrides.AllowHibernated, "allow-hibernated", false, "patch a hibernated or Fast Startup system")
 	f.BoolVar(&opts.Patch.Overrides.AllowUnclean, "allow-unclean", false, "patch a volume with an unclean $LogFile or dirty flag")
 	f.BoolVar(&opts.Patch.Overrides.AllowDirtyHive, "allow-dirty-hive", false, "patch a dirty hive its logs cannot recover")
@@ -118,6 +118,9 @@ type changeJSON struct {
 	Old   any        `json:"old"`
 	New   any        `json:"new"`
 	Why   string     `json:"why"`
+	// Detail names the broken link a boot-fix change repairs beyond the
+	// profile (a dead filter entry, a third-party CDDB entry).
+	Detail string `json:"detail,omitempty"`
 }
 
 type missingFileJSON struct {
@@ -143,12 +146,11 @@ func planReport(image string, vol windows.Volume, p *windows.Plan) planJSON {
 	for _, cs := range p.ControlSets {
 		r.ControlSets = append(r.ControlSets, cs.Name)
 	}
-	if p.PatchedHive != nil {
-		a := predictionReport(p.After)
-		r.After = &a
-	}
+	// The plan always predicts after itself (an empty plan: as before).
+	a := predictionReport(p.After)
+	r.After = &a
 	for _, c := range p.Changes {
-		j := changeJSON{Key: c.Key, Value: c.Value, Op: c.Op, Old: pipeline.ValueJSON(c.Old), New: pipeline.ValueJSON(c.New), Why: c.Why}
+		j := changeJSON{Key: c.Key, Value: c.Value, Op: c.Op, Old: pipeline.ValueJSON(c.Old), New: pipeline.ValueJSON(c.New), Why: c.Why, Detail: c.Detail}
 		if c.New != nil {
 			j.Type = pipeline.TypeName(c.New.Type)
 		} else if c.Old != nil {

@@ -21,10 +21,10 @@ type patchFlags struct {
 }
 
 func (p *patchFlags) register(f *pflag.FlagSet) {
-	f.StringVar(&p.Patch.Target, "target", "", "QEMU disk controller to patch for: ide or ahci (default by Windows version)")
+	f.StringVar(&p.Patch.Target, "target", "", "QEMU disk controller to patch for: ide, ahci or nvme (default by Windows version)")
 	f.BoolVar(&p.Patch.NoPatch, "no-patch", false, "serve the plain copy-on-write view, without the boot fix")
 	f.IntVar(&p.Patch.Partition, "partition", 0, pipeline.PartitionHelp)
-	f.StringVar(&p.Patch.Extras, "extras", "", "comma-separated opt-in extras: autoreboot,intelppm,filters")
+	f.StringVar(&p.Patch.Extras, "extras", "", "comma-separated opt-in extras: autoreboot,cpu-power,filters")
 	f.BoolVar(&p.Patch.Overrides.AllowHibernated, "allow-hibernated", false, "patch a hibernated or Fast Startup system")
 	f.BoolVar(&p.Patch.Overrides.AllowUnclean, "allow-unclean", false, "patch a volume with an unclean $LogFile or dirty flag")
 	f.BoolVar(&p.Patch.Overrides.AllowDirtyHive, "allow-dirty-hive", false, "patch a dirty hive its logs cannot recover")

@@ -23,10 +23,21 @@ func CopyFile(t testing.TB, from, to string) {
 	}
 }
 
+// StackDrivers are the driver files every corpus install has on its boot
+// path besides the controller drivers a test names: the class and port
+// libraries the storage drivers import and the disk and volume class
+// filters of the corpus hives. WindowsTree always writes them, so that a
+// test's driver list is about the controller; a test about one of these
+// removes it from the tree.
+var StackDrivers = []string{
+	"classpnp.sys", "ataport.sys", "storport.sys",
+	"partmgr.sys", "volsnap.sys", "fvevol.sys", "rdyboost.sys", "iorate.sys", "EhStorClass.sys", "stdcfltn.sys",
+}
+
 // WindowsTree lays out a Windows-like volume in a temp dir: the corpus hive
 // as Windows\System32\config\SYSTEM, its logs beside it (each suffix, such
 // as ".LOG1", names corpus file hive+suffix and SYSTEM+suffix), and driver
-// files (names such as "atapi.sys") holding DummyDriver.
+// files (names such as "atapi.sys", and StackDrivers) holding DummyDriver.
 func WindowsTree(t testing.TB, hive string, logs []string, drivers ...string) string {
 	t.Helper()
 	root := t.TempDir()
@@ -40,7 +51,7 @@ func WindowsTree(t testing.TB, hive string, logs []string, drivers ...string) st
 	for _, suffix := range append([]string{""}, logs...) {
 		CopyFile(t, CorpusFile(t, hive+suffix), filepath.Join(cfg, "SYSTEM"+suffix))
 	}
-	for _, d := range drivers {
+	for _, d := range append(append([]string(nil), StackDrivers...), drivers...) {
 		if err := os.WriteFile(filepath.Join(drv, d), []byte(DummyDriver), 0o644); err != nil {
 			t.Fatal(err)
 		}
