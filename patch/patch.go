@@ -58,8 +58,18 @@ type Record struct {
 	RegistryChanges []Change  `json:"registry_changes"`
 	Extents         []Extent  `json:"extents"`
 	Notes           []string  `json:"notes,omitempty"`
+	// Before and After are the boot predictions for Target on the disk as
+	// found and as patched.
+	Before *Prediction `json:"prediction_before,omitempty"`
+	After  *Prediction `json:"prediction_after,omitempty"`
 	// CreatedFiles are files the patch created (XP's IDE drivers).
 	CreatedFiles []CreatedFile `json:"created_files,omitempty"`
+}
+
+// Prediction is a boot prediction as recorded: "boots" or "0x7B", and why.
+type Prediction struct {
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
 }
 
 // CreatedFile is one file a patch created, with where its bytes came from.

@@ -87,7 +87,7 @@ func planWithDrivers(src disk.Reader, vols []windows.Volume, opts PatchOptions) 
 		return nil, err
 	}
 	if sup == nil || len(sup.Writes) == 0 {
-		p, err := PlanVolumes(vols, opts)
+		p, err := PlanVolumes(src, vols, opts)
 		if p != nil && sup != nil {
 			p.Drivers = sup
 			p.Plan.Notes = append(p.Plan.Notes, sup.Notes...)
@@ -102,7 +102,7 @@ func planWithDrivers(src disk.Reader, vols []windows.Volume, opts PatchOptions) 
 	if err != nil {
 		return nil, fmt.Errorf("reading the disk after the planned driver files: %w", err)
 	}
-	p, err := PlanVolumes(avols, opts)
+	p, err := PlanVolumes(after, avols, opts)
 	if err != nil {
 		return nil, err
 	}

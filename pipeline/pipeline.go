@@ -403,6 +403,14 @@ func (s *Session) plan() (*Planned, error) {
 	if len(p.Writes) == 0 {
 		s.logf("%s already boots on %s; nothing to patch", s.req.Image, p.Plan.Target)
 	}
+	// Never apply a fix after which Windows would still stop with 0x7B:
+	// it changes the disk for nothing (issue: apply only what will boot).
+	if err := p.Plan.CheckBoots(s.req.Patch.ForceUnbootable); err != nil {
+		return nil, fmt.Errorf("%w; nothing was written (--force-unbootable applies the fix anyway)", err)
+	}
+	if !p.Plan.After.OK {
+		s.logf("warning: Windows is predicted to stop with 0x7B even after this fix (%s); applying it as --force-unbootable asks", p.Plan.After.Reason)
+	}
 	if s.req.Accept != nil {
 		if err := s.req.Accept(p); err != nil {
 			return nil, err

@@ -115,6 +115,8 @@ func (s *Session) recordFor(p *Planned) *patch.Record {
 		Target: string(pl.Target), Profile: pl.Profile, Notes: pl.Notes,
 		RegistryChanges: []patch.Change{},
 		CreatedFiles:    p.Drivers.createdRecords(), // drivers.go
+		Before:          &patch.Prediction{Verdict: pl.Before.Verdict(), Reason: pl.Before.Reason},
+		After:           &patch.Prediction{Verdict: pl.After.Verdict(), Reason: pl.After.Reason},
 	}
 	for _, c := range pl.Changes {
 		ch := patch.Change{Key: c.Key, Value: c.Value, Op: string(c.Op), Old: ValueJSON(c.Old), New: ValueJSON(c.New)}

@@ -37,6 +37,12 @@ type PatchOptions struct {
 	Partition int // Linux numbering; 0 = automatic
 	Extras    string
 	Overrides windows.Overrides
+	// NoGeometryFix leaves an XP/2000 NTFS boot sector's heads and sectors
+	// per track as they are even when the firmware will report others.
+	NoGeometryFix bool
+	// ForceUnbootable applies a fix the prediction says still stops with
+	// 0x7B (the run refuses otherwise).
+	ForceUnbootable bool
 }
 
 // Check validates the options alone; its errors are usage errors.
@@ -181,8 +187,9 @@ type Planned struct {
 	Drivers *DriverSupply
 }
 
-// PlanVolumes computes the boot fix for the chosen install among vols.
-func PlanVolumes(vols []windows.Volume, opts PatchOptions) (*Planned, error) {
+// PlanVolumes computes the boot fix for the chosen install among vols,
+// found on src (read for the XP/2000 boot-sector geometry; nil skips it).
+func PlanVolumes(src disk.Reader, vols []windows.Volume, opts PatchOptions) (*Planned, error) {
 	if err := opts.Check(); err != nil {
 		return nil, err
 	}
@@ -201,6 +208,7 @@ func PlanVolumes(vols []windows.Volume, opts PatchOptions) (*Planned, error) {
 	}
 	p, err := windows.PlanPatch(in, target, windows.PlanOptions{
 		Extras: extras, Overrides: opts.Overrides, Volume: vol.State, PartitionStart: vol.Partition.Start,
+		Disk: src, NoGeometryFix: opts.NoGeometryFix,
 	})
 	if err != nil {
 		return nil, err
@@ -220,7 +228,7 @@ func PlanImage(path string, opts PatchOptions) (*Planned, error) {
 		return nil, err
 	}
 	defer closeImage()
-	return PlanVolumes(vols, opts)
+	return PlanVolumes(nil, vols, opts) // a mounted directory: no disk
 }
 
 // OpenNTFS opens the NTFS volume on partition index of the image at path

@@ -115,7 +115,7 @@ func PlanPatch(in *Install, target bootfix.Target, opts PlanOptions) (*Plan, err
 			p.After = p.Before
 			return p, nil
 		}
-		p.Notes = append(p.Notes, "nothing to change: Windows already boots on "+string(target)+" as it is; the disk is served unchanged")
+		p.Notes = append(p.Notes, "the registry needs no change: Windows already boots on "+string(target)+" as it is")
 		if in.HiveState != HiveClean {
 			p.Notes = append(p.Notes, "the SYSTEM hive is "+string(in.HiveState)+" and is left as stored: Windows replays its own logs at boot")
 		}

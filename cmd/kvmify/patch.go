@@ -33,6 +33,8 @@ func (p *patchFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&p.Overlay, "overlay", "", "overlay file (default: one per image under $XDG_STATE_HOME/kvmify/overlays)")
 	f.BoolVar(&p.Ephemeral, "ephemeral", false, "keep the overlay in a temporary file removed at exit")
 	f.BoolVar(&p.Force, "force", false, "replace existing output files (never a file kvmify reads)")
+	f.BoolVar(&p.Patch.NoGeometryFix, "no-geometry-fix", false, "XP/2000: keep the NTFS boot sector's heads/sectors per track even where the firmware reports others")
+	f.BoolVar(&p.Patch.ForceUnbootable, "force-unbootable", false, "apply the fix even when Windows is predicted to stop with 0x7B after it")
 	f.BoolVar(&p.FullHash, "full-hash", false, "bind a new overlay to the sha256 of the whole source (reads it all once; checked at every open)")
 }
 
