@@ -175,7 +175,9 @@ func mbrCHS(sectors uint64, mbr []byte) (c, h, s uint32, ok bool) {
 // NTFS boot sector (BIOS parameter block) fields XP's boot code uses for
 // CHS reads.
 const (
+	bpbBytesPerSector  = 0x0B
 	bpbSectorsPerTrack = 0x18
+	bpbTotalSectors    = 0x28
 	bpbHeads           = 0x1A
 )
 
@@ -197,8 +199,8 @@ var ErrNoBootSector = errors.New("windows: NTFS boot sector unreadable")
 // fields that differ. Windows XP's and 2000's NTFS boot code computes CHS
 // addresses from these fields and stops with "A disk read error occurred"
 // when they disagree with the BIOS (the reason virt-v2v rewrites them); no
-// source of that boot code could be read. The backup boot sector at the
-// volume's end is left alone: the boot code reads the primary.
+// source of that boot code could be read. The backup boot sector gets the
+// same fields.
 func PlanGeometryFix(d disk.Reader, partStart int64) (*GeometryFix, error) {
 	mbr := make([]byte, sectorSize)
 	if _, err := d.ReadAt(mbr, 0); err != nil && !errors.Is(err, io.EOF) {
@@ -215,13 +217,32 @@ func PlanGeometryFix(d disk.Reader, partStart int64) (*GeometryFix, error) {
 	f := &GeometryFix{Firmware: g,
 		OldSectors: binary.LittleEndian.Uint16(bs[bpbSectorsPerTrack:]),
 		OldHeads:   binary.LittleEndian.Uint16(bs[bpbHeads:])}
-	if uint32(f.OldSectors) != g.SectorsPerTrack {
-		f.Writes = append(f.Writes, disk.Write{Offset: partStart + bpbSectorsPerTrack,
-			Data: binary.LittleEndian.AppendUint16(nil, uint16(g.SectorsPerTrack)), What: "NTFS boot sector sectors per track (firmware geometry)"})
+	// The same fields go into the backup boot sector, the sector after the
+	// volume's last (NTFS keeps it there), so the two stay equal: ntfs-3g's
+	// ntfsfix and chkdsk compare them.
+	sectors := []int64{partStart}
+	bps := int64(binary.LittleEndian.Uint16(bs[bpbBytesPerSector:]))
+	total := int64(binary.LittleEndian.Uint64(bs[bpbTotalSectors:]))
+	if bps >= sectorSize && total > 0 && total < d.Size()/bps {
+		backup := partStart + total*bps
+		bb := make([]byte, sectorSize)
+		if n, _ := d.ReadAt(bb, backup); n == len(bb) && fstype.OfBootSector(bb) == fstype.NTFS {
+			sectors = append(sectors, backup)
+		}
 	}
-	if uint32(f.OldHeads) != g.Heads {
-		f.Writes = append(f.Writes, disk.Write{Offset: partStart + bpbHeads,
-			Data: binary.LittleEndian.AppendUint16(nil, uint16(g.Heads)), What: "NTFS boot sector heads (firmware geometry)"})
+	for i, at := range sectors {
+		which := "NTFS boot sector"
+		if i > 0 {
+			which = "NTFS backup boot sector"
+		}
+		if uint32(f.OldSectors) != g.SectorsPerTrack {
+			f.Writes = append(f.Writes, disk.Write{Offset: at + bpbSectorsPerTrack,
+				Data: binary.LittleEndian.AppendUint16(nil, uint16(g.SectorsPerTrack)), What: which + " sectors per track (firmware geometry)"})
+		}
+		if uint32(f.OldHeads) != g.Heads {
+			f.Writes = append(f.Writes, disk.Write{Offset: at + bpbHeads,
+				Data: binary.LittleEndian.AppendUint16(nil, uint16(g.Heads)), What: which + " heads (firmware geometry)"})
+		}
 	}
 	return f, nil
 }

@@ -129,12 +129,14 @@ func planWritesOnDisk(t *testing.T, dc diskCase, edit HiveEditor) {
 			if n := binary.LittleEndian.Uint32(src[w.Offset+mftRecordNumberOffset:]); uint64(n) != record {
 				t.Errorf("MFT write at %d is in record %d, want the hive's record %d", w.Offset, n, record)
 			}
-		case "NTFS boot sector heads (firmware geometry)", "NTFS boot sector sectors per track (firmware geometry)":
+		case "NTFS boot sector heads (firmware geometry)", "NTFS boot sector sectors per track (firmware geometry)",
+			"NTFS backup boot sector heads (firmware geometry)", "NTFS backup boot sector sectors per track (firmware geometry)":
 			// XP only: mkdisk.sh's mkntfs says 255 heads, SeaBIOS reports
-			// 16 for so small a disk.
+			// 16 for so small a disk. The backup boot sector follows the
+			// volume's last sector and gets the same fields.
 			g := FirmwareGeometry(int64(len(src)), src[:sectorSize])
 			want := g.Heads
-			if off != bpbHeads {
+			if off%sectorSize != bpbHeads {
 				want = g.SectorsPerTrack
 			}
 			if dc.target != bootfix.TargetIDE || p.Geometry == nil || uint32(binary.LittleEndian.Uint16(w.Data)) != want {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/kvmify/kvmify/bootfix"
@@ -109,7 +110,11 @@ func TestEndToEndDisk(t *testing.T) {
 			}
 			for _, e := range plan.Extents {
 				// The partition starts at 1 MiB and the hive keeps its size, so
-				// only its data changes.
+				// only its data changes, besides XP's boot-sector geometry
+				// fields (heads, sectors per track: 4 bytes at 0x18).
+				if strings.Contains(e.What, "boot sector") && e.Length == 2 && e.Offset%512 >= 0x18 && e.Offset%512 < 0x1c {
+					continue
+				}
 				if e.Offset < 1<<20 || e.What != "data" {
 					t.Errorf("extent %+v outside the partition or not hive data", e)
 				}
