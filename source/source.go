@@ -12,12 +12,12 @@ import (
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/ewf"
+	"github.com/kvmify/kvmify/nbdclient"
 	"github.com/kvmify/kvmify/qcow2"
+	"github.com/kvmify/kvmify/splitraw"
 	"github.com/kvmify/kvmify/vhd"
 	"github.com/kvmify/kvmify/vhdx"
 	"github.com/kvmify/kvmify/vmdk"
-	"github.com/kvmify/kvmify/nbdclient"
-	"github.com/kvmify/kvmify/splitraw"
 )
 
 // Image is an opened source: a read-only disk plus what the CLI needs to
