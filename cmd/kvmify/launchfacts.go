@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"strings"
 
 	"github.com/kvmify/kvmify/bootfix"
 	"github.com/kvmify/kvmify/disk"
@@ -50,7 +49,10 @@ func launchFacts(d disk.Reader, rec *patch.Record, po pipeline.PatchOptions) (vm
 	if vol, err := pipeline.ChooseVolume(vols, po.Partition); err == nil && len(vol.Installs) > 0 {
 		in := vol.Installs[0]
 		f.WindowsMajor, f.WindowsMinor = int(in.Version.Major), int(in.Version.Minor)
-		f.Windows = strings.TrimSpace(in.Version.ProductName + " (" + in.Version.String() + ")")
+		f.Windows = "Windows " + in.Version.String()
+		if in.Version.ProductName != "" {
+			f.Windows = in.Version.ProductName + " (" + in.Version.String() + ")"
+		}
 		if target == "" {
 			target = string(in.DefaultTarget())
 		}
