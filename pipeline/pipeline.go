@@ -81,6 +81,7 @@ type Session struct {
 	Guard *outpath.Guard
 
 	sha256   string
+	digests  []DigestCheck
 	reported bool
 	closed   bool
 }

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"crypto/md5"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/kvmify/kvmify/bootfix"
 	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/ewf"
 	"github.com/kvmify/kvmify/outpath"
 	"github.com/kvmify/kvmify/overlay"
 	"github.com/kvmify/kvmify/patch"
@@ -19,13 +22,16 @@ import (
 
 // Report is the forensic JSON written by --report.
 type Report struct {
-	Tool         string        `json:"tool"`
-	Source       string        `json:"source"`
-	SourceFiles  []string      `json:"source_files"`
-	SourceSize   int64         `json:"source_size"`
-	SourceSHA256 string        `json:"source_sha256,omitempty"`
-	Overlay      string        `json:"overlay"`
-	Patch        *patch.Record `json:"patch"`
+	Tool         string   `json:"tool"`
+	Source       string   `json:"source"`
+	SourceFiles  []string `json:"source_files"`
+	SourceSize   int64    `json:"source_size"`
+	SourceSHA256 string   `json:"source_sha256,omitempty"`
+	// SourceDigests compares the digests an evidence container stores
+	// (E01: MD5, SHA-1 of the media) with the ones computed with --hash.
+	SourceDigests []DigestCheck `json:"source_digests,omitempty"`
+	Overlay       string        `json:"overlay"`
+	Patch         *patch.Record `json:"patch"`
 	// Changed lists every extent the overlay holds (patch and guest writes
 	// alike); the report is rewritten at exit with the final ones.
 	Changed []overlay.Extent `json:"overlay_extents"`
@@ -50,18 +56,29 @@ func (s *Session) report(changed []overlay.Extent) Report {
 		changed = []overlay.Extent{}
 	}
 	return Report{Tool: s.req.Tool, Source: src, SourceFiles: s.Source.InputFiles(), SourceSize: s.Source.Size(),
-		SourceSHA256: s.sha256, Overlay: ov, Patch: s.Record, Changed: changed}
+		SourceSHA256: s.sha256, SourceDigests: s.digests, Overlay: ov, Patch: s.Record, Changed: changed}
 }
 
 // WriteReport writes the report to the requested path (through a temporary
 // file renamed into place), hashing the source first when asked.
 func (s *Session) WriteReport(ctx context.Context) error {
 	if s.req.Hash && s.sha256 == "" {
-		sum, err := HashDisk(ctx, s.Source)
+		sums, err := hashDisk(ctx, s.Source)
 		if err != nil {
 			return fmt.Errorf("hashing the source: %w", err)
 		}
-		s.sha256 = sum
+		s.sha256 = sums.sha256
+		if st, ok := s.Source.(storedDigests); ok {
+			stored := st.Hashes()
+			for _, d := range []struct {
+				name             string
+				stored, computed string
+			}{{"md5", hex.EncodeToString(stored.MD5), sums.md5}, {"sha1", hex.EncodeToString(stored.SHA1), sums.sha1}} {
+				if d.stored != "" {
+					s.digests = append(s.digests, DigestCheck{Name: d.name, Stored: d.stored, Computed: d.computed, Match: d.stored == d.computed})
+				}
+			}
+		}
 	}
 	var changed []overlay.Extent
 	if s.Overlay != nil {
@@ -85,23 +102,49 @@ func (s *Session) writeReport(changed []overlay.Extent) error {
 	return nil
 }
 
+// DigestCheck is one digest an evidence container stores, beside the one
+// computed over the same media.
+type DigestCheck struct {
+	Name     string `json:"name"` // md5, sha1
+	Stored   string `json:"stored"`
+	Computed string `json:"computed"`
+	Match    bool   `json:"match"`
+}
+
+// storedDigests is implemented by sources that carry digests of their
+// media (an E01 set's hash and digest sections).
+type storedDigests interface {
+	Hashes() ewf.Hashes
+}
+
+// diskSums are the digests of one pass over a disk.
+type diskSums struct{ sha256, md5, sha1 string }
+
 // HashDisk returns the hex sha256 of a whole disk, stopping when ctx ends.
 func HashDisk(ctx context.Context, r disk.Reader) (string, error) {
-	h := sha256.New()
+	s, err := hashDisk(ctx, r)
+	return s.sha256, err
+}
+
+// hashDisk reads r once and returns its sha256, MD5 and SHA-1 (the last two
+// are what evidence containers store).
+func hashDisk(ctx context.Context, r disk.Reader) (diskSums, error) {
+	h256, h5, h1 := sha256.New(), md5.New(), sha1.New()
+	w := io.MultiWriter(h256, h5, h1)
 	buf := make([]byte, 4<<20)
 	size := r.Size()
 	for off := int64(0); off < size; {
 		if err := ctx.Err(); err != nil {
-			return "", err
+			return diskSums{}, err
 		}
 		n := min(int64(len(buf)), size-off)
 		if _, err := r.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
-			return "", err
+			return diskSums{}, err
 		}
-		h.Write(buf[:n])
+		w.Write(buf[:n])
 		off += n
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return diskSums{hex.EncodeToString(h256.Sum(nil)), hex.EncodeToString(h5.Sum(nil)), hex.EncodeToString(h1.Sum(nil))}, nil
 }
 
 // recordFor turns a plan into the record kept in the overlay and report.

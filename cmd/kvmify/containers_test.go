@@ -377,3 +377,43 @@ func TestTruncatedVHDXIsNamed(t *testing.T) {
 		t.Fatal("the image changed")
 	}
 }
+
+// TestE01ReportRecordsDigests: export --report --hash of an E01 set records
+// the MD5 and SHA-1 the set stores beside the ones computed over the media
+// (equal to md5sum/sha1sum of the raw disk the set was made from).
+func TestE01ReportRecordsDigests(t *testing.T) {
+	bin := testutil.BuildKvmify(t)
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	b := make([]byte, 6<<20)
+	for i := range b {
+		b[i] = byte(i ^ i>>9)
+	}
+	os.WriteFile(raw, b, 0o644)
+	segs := testutil.EWFAcquire(t, raw, dir, "ev", "-c", "deflate:fast", "-S", "1M", "-f", "encase6")
+	rep := filepath.Join(dir, "report.json")
+	run(t, bin, "export", "--no-patch", "--ephemeral", "--report", rep, "--hash", segs[0], filepath.Join(dir, "out.raw"))
+	var r struct {
+		SHA256  string `json:"source_sha256"`
+		Digests []struct {
+			Name, Stored, Computed string
+			Match                  bool
+		} `json:"source_digests"`
+	}
+	data, _ := os.ReadFile(rep)
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	md5sum := strings.Fields(string(run(t, "md5sum", raw)))[0]
+	sha1sum := strings.Fields(string(run(t, "sha1sum", raw)))[0]
+	got := map[string]string{}
+	for _, d := range r.Digests {
+		if !d.Match || d.Stored != d.Computed {
+			t.Errorf("digest %+v does not match", d)
+		}
+		got[d.Name] = d.Computed
+	}
+	if got["md5"] != md5sum || got["sha1"] != sha1sum {
+		t.Fatalf("report digests %v, want md5 %s and sha1 %s of the raw disk\n%s", got, md5sum, sha1sum, data)
+	}
+}
