@@ -340,6 +340,10 @@ func (s *Session) openPersistent(ctx context.Context, path string) error {
 	case err != nil:
 		return fmt.Errorf("overlay: %w", err)
 	}
+	if err := checkIdentity(ov, path, s.Source); err != nil {
+		ov.Close()
+		return err
+	}
 	rec, hasRec, err := patch.Applied(ov)
 	if err != nil {
 		ov.Close()
@@ -466,6 +470,13 @@ func (s *Session) createOverlay(ctx context.Context, final string, planned *Plan
 		if err != nil {
 			return fmt.Errorf("overlay: %w", err)
 		}
+		if err := bindIdentity(ov, s.Source); err == nil {
+			err = ov.Flush()
+		}
+		if err != nil {
+			ov.Close()
+			return fmt.Errorf("overlay %s: recording its source: %w", final, err)
+		}
 		s.Overlay, s.OverlayPath = ov, final
 		s.logf("created overlay %s", final)
 		return nil
@@ -511,6 +522,10 @@ func (s *Session) createOverlay(ctx context.Context, final string, planned *Plan
 func (s *Session) apply(ov *overlay.Overlay, p *Planned, where string) error {
 	rec := s.recordFor(p)
 	if err := patch.Describe(rec, s.Source, p.Writes); err != nil {
+		return err
+	}
+	// Staged now, committed with the patch and its record.
+	if err := bindIdentity(ov, s.Source); err != nil {
 		return err
 	}
 	if err := patch.Apply(ov, p.Writes, rec); err != nil {

@@ -368,17 +368,20 @@ func TestServeDamagedBlockIsEIO(t *testing.T) {
 		t.Fatalf("qemu-io write: %v\n%s", err, out)
 	}
 	stop(server)
-	// The first data slot (file byte 0x10000) holds block 3.
+	// Find the slot holding block 3 (its 64 KiB of 7s) in the overlay file.
+	whole, err := os.ReadFile(ov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := bytes.Index(whole, bytes.Repeat([]byte{7}, ovBlock))
+	if slot < 0 {
+		t.Fatal("no slot of the overlay file holds block 3's data")
+	}
 	f, err := os.OpenFile(ov, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := []byte{0}
-	f.ReadAt(b, 0x10000+5000)
-	if b[0] != 7 {
-		t.Fatalf("slot 0 does not hold block 3's data (byte %#x)", b[0])
-	}
-	f.WriteAt([]byte{7 ^ 0x10}, 0x10000+5000)
+	f.WriteAt([]byte{7 ^ 0x10}, int64(slot)+5000)
 	f.Close()
 	server = startServeOverlay(t, bin, nbdinfo, src, ov, sock)
 	defer stop(server)

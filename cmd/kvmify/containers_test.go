@@ -417,3 +417,35 @@ func TestE01ReportRecordsDigests(t *testing.T) {
 		t.Fatalf("report digests %v, want md5 %s and sha1 %s of the raw disk\n%s", got, md5sum, sha1sum, data)
 	}
 }
+
+// TestOverlayBoundToContainer: an overlay made over one container is
+// refused over another holding the same logical disk (same size, same
+// sampled fingerprint): an E01 set cut into other segments, or a qcow2.
+func TestOverlayBoundToContainer(t *testing.T) {
+	bin := testutil.BuildKvmify(t)
+	qemuImg := testutil.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "disk.raw")
+	b := make([]byte, 6<<20) // random, so the segments hold what -S says
+	rand.Read(b)
+	os.WriteFile(raw, b, 0o644)
+	a := testutil.EWFAcquire(t, raw, dir, "a", "-c", "deflate:fast", "-S", "1M", "-f", "encase6")
+	other := t.TempDir()
+	c := testutil.EWFAcquire(t, raw, other, "a", "-c", "deflate:fast", "-S", "2M", "-f", "encase6")
+	if len(a) == len(c) {
+		t.Fatalf("the two sets have %d segments each; the test wants them cut differently", len(a))
+	}
+	q := filepath.Join(dir, "disk.qcow2")
+	if out, err := exec.Command(qemuImg, "convert", "-f", "raw", "-O", "qcow2", raw, q).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	ov := filepath.Join(dir, "ov")
+	serveBriefly(t, bin, dir, a[0], "--no-patch", "--overlay", ov)
+	serveBriefly(t, bin, dir, a[0], "--no-patch", "--overlay", ov) // the same set again
+	for _, img := range []string{c[0], q} {
+		msg := runFail(t, bin, "export", "--no-patch", "--overlay", ov, img, filepath.Join(t.TempDir(), "out.raw"))
+		if !strings.Contains(msg, "different source") && !strings.Contains(msg, "was made over") {
+			t.Errorf("%s with the overlay of another container: %s", img, msg)
+		}
+	}
+}
