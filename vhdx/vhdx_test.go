@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/internal/container/containertest"
 	"github.com/kvmify/kvmify/internal/testutil"
 )
 
@@ -41,46 +41,9 @@ func checkOracle(t *testing.T, path string) *Image {
 	if abs, _ := filepath.Abs(path); len(img.InputFiles()) != 1 || img.InputFiles()[0] != abs {
 		t.Errorf("InputFiles = %v", img.InputFiles())
 	}
-	if img.Size() != size {
-		t.Fatalf("Size = %d, qemu-img says %d", img.Size(), size)
-	}
-	if got := testutil.ReaderSHA256(t, img, img.Size()); got != want {
-		t.Fatalf("logical disk sha256 %s, qemu-img convert gives %s", got, want)
-	}
-	checkExtents(t, img)
-	t.Logf("%d ranges mapped to a file run", testutil.CheckFileRanges(t, img))
+	containertest.Matches(t, img, want, size)
 	before.Unchanged(t)
 	return img
-}
-
-// checkExtents walks the Extenter answers over the whole disk and reads
-// every extent said to be zero, which must be zeros.
-func checkExtents(t *testing.T, img *Image) {
-	t.Helper()
-	var holes int64
-	for pos := int64(0); pos < img.Size(); {
-		exts, err := img.Extents(pos, img.Size()-pos)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := disk.CheckExtents(exts, pos, img.Size()-pos, img.Size()); err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range exts {
-			if e.Flags&disk.ExtentZero != 0 {
-				holes += e.Length
-				b := make([]byte, e.Length)
-				if _, err := img.ReadAt(b, pos); err != nil {
-					t.Fatal(err)
-				}
-				if !bytes.Equal(b, make([]byte, len(b))) {
-					t.Fatalf("extent at %d+%d is reported zero but holds data", pos, e.Length)
-				}
-			}
-			pos += e.Length
-		}
-	}
-	t.Logf("%d of %d bytes reported zero", holes, img.Size())
 }
 
 func TestOracle(t *testing.T) {

@@ -1,0 +1,67 @@
+// Package containertest holds the checks every container reader's tests
+// run against qemu-img's reading of the same image.
+package containertest
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/internal/testutil"
+)
+
+// Image is what a container reader opens.
+type Image interface {
+	disk.Reader
+	disk.Extenter
+	InputFiles() []string
+	Format() string
+}
+
+// Matches checks that img reads as qemu-img converts it (want and size from
+// testutil.OracleSHA256), that every extent it calls zero holds zeros, that
+// its file ranges read what ReadAt reads, and that none of its input files
+// changed meanwhile.
+func Matches(t *testing.T, img Image, want string, size int64) {
+	t.Helper()
+	before := testutil.HashFiles(t, img.InputFiles()...)
+	if img.Size() != size {
+		t.Fatalf("Size = %d, qemu-img says %d", img.Size(), size)
+	}
+	if got := testutil.ReaderSHA256(t, img, img.Size()); got != want {
+		t.Fatalf("logical disk sha256 %s, qemu-img convert gives %s", got, want)
+	}
+	ZeroExtents(t, img)
+	t.Logf("%d ranges mapped to a file run", testutil.CheckFileRanges(t, img))
+	before.Unchanged(t)
+}
+
+// ZeroExtents walks img's Extents answers over the whole disk and reads
+// every extent said to be zero, which must be zeros.
+func ZeroExtents(t *testing.T, img Image) {
+	t.Helper()
+	var holes int64
+	for pos := int64(0); pos < img.Size(); {
+		exts, err := img.Extents(pos, img.Size()-pos)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := disk.CheckExtents(exts, pos, img.Size()-pos, img.Size()); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range exts {
+			if e.Flags&disk.ExtentZero != 0 {
+				holes += e.Length
+				b := make([]byte, e.Length)
+				if _, err := img.ReadAt(b, pos); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(b, make([]byte, len(b))) {
+					t.Fatalf("extent at %d+%d is reported zero but holds data", pos, e.Length)
+				}
+			}
+			pos += e.Length
+		}
+	}
+	t.Logf("%s: %d of %d bytes reported zero", img.Format(), holes, img.Size())
+}
