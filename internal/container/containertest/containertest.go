@@ -4,9 +4,12 @@ package containertest
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/kvmify/kvmify/disk"
+	"github.com/kvmify/kvmify/internal/container"
 	"github.com/kvmify/kvmify/internal/testutil"
 )
 
@@ -64,4 +67,49 @@ func ZeroExtents(t *testing.T, img Image) {
 		}
 	}
 	t.Logf("%s: %d of %d bytes reported zero", img.Format(), holes, img.Size())
+}
+
+// Closer is an Image that is closed after use.
+type Closer interface {
+	Image
+	Close() error
+}
+
+// FuzzOpen runs a reader's Open on fuzzed images: each input, in the page
+// encoding of container.EncodePages (seeded from testdata/*.pages), is
+// written as a file named name of size bytes and opened, and the disk is
+// read. Any outcome but a panic or a hang is fine; a read either fills its
+// buffer or fails.
+func FuzzOpen[T Closer](f *testing.F, name string, size uint32, open func(path string) (T, error)) {
+	seeds, _ := filepath.Glob("testdata/*.pages")
+	for _, s := range seeds {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(dir, name)
+		if err := container.WritePages(p, data, size/container.FuzzPageSize); err != nil {
+			t.Fatal(err)
+		}
+		img, err := open(p)
+		if err != nil {
+			return
+		}
+		defer img.Close()
+		buf := make([]byte, 256<<10)
+		for off := int64(0); off < img.Size() && off < 2<<20; off += int64(len(buf)) {
+			n, err := img.ReadAt(buf, off)
+			if err != nil {
+				break
+			}
+			if n != len(buf) && off+int64(n) != img.Size() {
+				t.Fatalf("short read %d at %d without error", n, off)
+			}
+		}
+		img.Extents(0, img.Size())
+	})
 }
