@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kvmify/kvmify/export"
+	"github.com/kvmify/kvmify/launch"
 	"github.com/kvmify/kvmify/outpath"
 	"github.com/kvmify/kvmify/pipeline"
 )
@@ -34,7 +36,11 @@ file OUT. The source is only read.
 --format raw writes a sparse raw image; --format qcow2 a standalone qcow2
 image (written directly, no qemu-img needed); --format qcow2 --backing a
 small qcow2 image holding only the changed clusters, whose backing file is
-IMAGE itself.
+IMAGE itself. A qcow2 export also gets OUT.properties.json, the VM it needs in
+the form OpenStack image properties use (hw_machine_type pc or q35,
+hw_disk_bus ide, sata or nvme, hw_firmware_type bios or uefi, os_type), so a
+fleet can import the disk without guessing; the same facts 'kvmify boot'
+launches with.
 
 The overlay is --overlay PATH, else the image's default overlay when it
 exists (export what serve has served), else a temporary one. A new overlay
@@ -71,6 +77,11 @@ func runExport(ctx context.Context, opts exportOptions, args []string, stderr io
 	req := opts.patch.request(image, stderr)
 	req.ExistingOverlayOnly = true
 	req.Outputs = []pipeline.Output{{Path: out, What: "the export OUT"}}
+	sidecar := ""
+	if opts.Format == "qcow2" {
+		sidecar = out + ".properties.json"
+		req.Outputs = append(req.Outputs, pipeline.Output{Path: sidecar, What: "the image properties OUT.properties.json"})
+	}
 	req.ReportOnSuccess = true
 	sess, err := pipeline.Open(ctx, req)
 	if err != nil {
@@ -117,6 +128,12 @@ func runExport(ctx context.Context, opts exportOptions, args []string, stderr io
 		return err
 	}
 	fmt.Fprintf(stderr, "kvmify: wrote %s (%s)\n", out, opts.Format)
+	if sidecar != "" {
+		if err := writeImageProperties(sess, opts.patch, sidecar); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "kvmify: wrote %s\n", sidecar)
+	}
 	if opts.patch.Report != "" {
 		return sess.WriteReport(ctx)
 	}
@@ -160,4 +177,35 @@ func progressTo(w io.Writer, what string) (export.Progress, func()) {
 			bar = nil
 		}
 	}
+}
+
+// openStackBus names each controller as OpenStack's hw_disk_bus image
+// property does (Nova's libvirt driver: ide, sata; nvme is accepted by
+// recent releases only, which we could not check against a source).
+var openStackBus = map[launch.Controller]string{launch.IDE: "ide", launch.AHCI: "sata", launch.NVMe: "nvme"}
+
+// writeImageProperties writes the launch facts of the exported disk as
+// OpenStack image properties, through a temporary file renamed into place.
+func writeImageProperties(sess *pipeline.Session, pf patchFlags, path string) error {
+	f, err := launchFacts(sess.Disk(), sess.Record, pf.Patch)
+	if err != nil {
+		return fmt.Errorf("the image properties: %w", err)
+	}
+	machine := "q35"
+	if f.Controller == launch.IDE {
+		machine = "pc"
+	}
+	props := map[string]string{
+		"hw_machine_type":  machine,
+		"hw_disk_bus":      openStackBus[f.Controller],
+		"hw_firmware_type": string(f.Firmware),
+	}
+	if f.Windows != "" {
+		props["os_type"] = "windows"
+	}
+	b, err := json.MarshalIndent(props, "", "  ")
+	if err != nil {
+		return err
+	}
+	return outpath.WriteFile(path, append(b, '\n'), 0o644, pf.Force)
 }
