@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/kvmify/kvmify/internal/container"
+	"github.com/kvmify/kvmify/internal/container/containertest"
 )
 
 // FuzzOpen feeds sparse extents (in the page encoding of
@@ -65,15 +66,5 @@ func readAll(t *testing.T, p string) {
 		return
 	}
 	defer img.Close()
-	buf := make([]byte, 256<<10)
-	for off := int64(0); off < img.Size() && off < 2<<20; off += int64(len(buf)) {
-		n, err := img.ReadAt(buf, off)
-		if err != nil {
-			break
-		}
-		if n != len(buf) && off+int64(n) != img.Size() {
-			t.Fatalf("short read %d at %d without error", n, off)
-		}
-	}
-	img.Extents(0, img.Size())
+	containertest.ReadSome(t, img)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -99,13 +100,7 @@ func TestKillDuringPatching(t *testing.T) {
 			continue
 		}
 		present++
-		out, stderr, code := kv(t, bin, "", "overlay", "info", "--json", ov)
-		var info struct {
-			MetaKeys []string `json:"meta_keys"`
-		}
-		if code != 0 || json.Unmarshal([]byte(out), &info) != nil || !slices.Contains(info.MetaKeys, "kvmify.patch") {
-			t.Fatalf("trial %d (kill after %v): %s is not a complete patched overlay: %d\n%s%s", i, delay, ov, code, out, stderr)
-		}
+		assertPatchedOverlay(t, bin, ov, fmt.Sprintf("trial %d (kill after %v)", i, delay))
 		os.Remove(ov) // the next trial patches afresh
 	}
 	t.Logf("%d kills within %v of the temporary overlay appearing (it lives %v): overlay absent %d, complete %d; %d kills left a temporary overlay",
@@ -165,5 +160,18 @@ func TestFailedPatchLeavesNothing(t *testing.T) {
 	}
 	if s := serveBriefly(t, bin, "", img, "--overlay", ov); !strings.Contains(s, "applied the ide boot fix") {
 		t.Errorf("the run after the failure did not patch:\n%s", s)
+	}
+}
+
+// assertPatchedOverlay fails unless ov is a complete overlay holding a
+// recorded boot fix, as overlay info reads it.
+func assertPatchedOverlay(t *testing.T, bin, ov, when string) {
+	t.Helper()
+	out, stderr, code := kv(t, bin, "", "overlay", "info", "--json", ov)
+	var info struct {
+		MetaKeys []string `json:"meta_keys"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || !slices.Contains(info.MetaKeys, "kvmify.patch") {
+		t.Fatalf("%s: %s is not a complete patched overlay: %d\n%s%s", when, ov, code, out, stderr)
 	}
 }

@@ -342,13 +342,7 @@ func TestXPDriversKillDuringPatching(t *testing.T) {
 			continue
 		}
 		complete++
-		out, stderr, code := kv(t, bin, "", "overlay", "info", "--json", ov)
-		var info struct {
-			MetaKeys []string `json:"meta_keys"`
-		}
-		if code != 0 || json.Unmarshal([]byte(out), &info) != nil || !slices.Contains(info.MetaKeys, "kvmify.patch") {
-			t.Fatalf("trial %d (kill after %v): %s is not a complete patched overlay: %d\n%s%s", i, delay, ov, code, out, stderr)
-		}
+		assertPatchedOverlay(t, bin, ov, fmt.Sprintf("trial %d (kill after %v)", i, delay))
 		os.Remove(ov)
 	}
 	t.Logf("%d kills within %v of the temporary overlay appearing (it lives %v): overlay absent %d, complete %d; %d left a temporary overlay",

@@ -100,16 +100,48 @@ func FuzzOpen[T Closer](f *testing.F, name string, size uint32, open func(path s
 			return
 		}
 		defer img.Close()
-		buf := make([]byte, 256<<10)
-		for off := int64(0); off < img.Size() && off < 2<<20; off += int64(len(buf)) {
-			n, err := img.ReadAt(buf, off)
-			if err != nil {
-				break
-			}
-			if n != len(buf) && off+int64(n) != img.Size() {
-				t.Fatalf("short read %d at %d without error", n, off)
-			}
-		}
-		img.Extents(0, img.Size())
+		ReadSome(t, img)
 	})
+}
+
+// ReadSome reads the first 2 MiB of img and asks for its extents: a read
+// either fills its buffer or fails (the fuzz targets' property).
+func ReadSome(t *testing.T, img Image) {
+	t.Helper()
+	buf := make([]byte, 256<<10)
+	for off := int64(0); off < img.Size() && off < 2<<20; off += int64(len(buf)) {
+		n, err := img.ReadAt(buf, off)
+		if err != nil {
+			break
+		}
+		if n != len(buf) && off+int64(n) != img.Size() {
+			t.Fatalf("short read %d at %d without error", n, off)
+		}
+	}
+	img.Extents(0, img.Size())
+}
+
+// SeedsOpen keeps a reader's fuzz seeds meaningful: each testdata/*.pages
+// decodes (as a file named name) to an image that opens.
+func SeedsOpen[T Closer](t *testing.T, name string, open func(path string) (T, error)) {
+	t.Helper()
+	seeds, _ := filepath.Glob("testdata/*.pages")
+	if len(seeds) == 0 {
+		t.Fatal("no seeds")
+	}
+	for _, s := range seeds {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(t.TempDir(), name)
+		if err := container.WritePages(p, b, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		img, err := open(p)
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		img.Close()
+	}
 }
