@@ -15,7 +15,7 @@ import (
 
 // readBufferSize is the bufio size for request headers; large payloads
 // bypass it.
-const readBufferSize = 128 << 10
+const readBufferSize = 1 << 20
 
 // socketSendBuffer is the SO_SNDBUF asked for (the kernel caps it at
 // net.core.wmem_max).
@@ -34,7 +34,7 @@ type conn struct {
 	srv *Server
 	raw net.Conn // the accepted socket; deadlines and Close go here
 	nc  net.Conn // raw, or the TLS connection over it after STARTTLS
-	r   *bufio.Reader
+	r   *requestReader
 	w   *bufio.Writer // negotiation replies only
 	tls bool
 
@@ -161,7 +161,7 @@ func (c *conn) serve(ctx context.Context) {
 	if c.stopping.Load() {
 		return
 	}
-	c.r = bufio.NewReaderSize(c.nc, readBufferSize)
+	c.r = newRequestReader(c.nc, readBufferSize)
 	c.w = bufio.NewWriterSize(c.nc, 4096)
 	exp := c.negotiate(ctx)
 	if exp == nil {

@@ -111,6 +111,23 @@ func (c *conn) readPayload(p []byte) error {
 	}
 }
 
+// peekPayload returns the next n payload bytes where the request reader
+// holds them, under the payload timeout; n is at most the reader's size.
+// They stay valid until the reader is next used.
+func (c *conn) peekPayload(n int) ([]byte, error) {
+	for {
+		c.armRead()
+		before := c.r.Buffered()
+		p, err := c.r.Peek(n)
+		if err == nil {
+			return p, nil
+		}
+		if !c.again(err, c.r.Buffered() > before, &c.readUntil) {
+			return nil, err
+		}
+	}
+}
+
 // skipPayload discards n payload bytes under the payload timeout.
 func (c *conn) skipPayload(n int64) error {
 	for n > 0 {

@@ -20,7 +20,7 @@ import (
 // DirectChunk bytes, streaming READ data to the socket and WRITE payloads to
 // the backend, so clients that never read their replies cannot starve the
 // others. Server memory for buffers is thus at most Memory plus
-// MaxConnections × (DirectChunk + the 128 KiB request reader).
+// MaxConnections × (DirectChunk + the 1 MiB request reader).
 type Limits struct {
 	// Memory bounds the bytes buffered for requests and replies across all
 	// connections; zero means DefaultMemory.

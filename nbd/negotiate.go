@@ -176,7 +176,7 @@ func (c *conn) startTLS(ctx context.Context, data []byte) bool {
 	// The spec has the server forget everything negotiated in plaintext.
 	c.structured = false
 	c.metaExport, c.metaAlloc = "", false
-	c.r = bufio.NewReaderSize(tc, readBufferSize)
+	c.r = newRequestReader(tc, readBufferSize)
 	c.w = bufio.NewWriterSize(tc, 4096)
 	return true
 }

@@ -28,3 +28,44 @@ func (c *conn) quickWrite(req rawRequest, buf *[]byte, charge int64) bool {
 	c.answer(&r, 0)
 	return true
 }
+
+// quickWriteInPlace is quickWrite for a payload that fits the request
+// reader: the backend is handed the payload where the reader received it,
+// not a copy. Profiles of 64 KiB random writes at queue depth 32 showed
+// that copy as the largest cost in the server's own code, as large as
+// checksumming the overlay block the write becomes. A payload the backend
+// cannot take quickly is copied out to the ordinary path's buffer; a failed
+// read breaks the connection. It reports whether the request was dealt
+// with.
+func (c *conn) quickWriteInPlace(req rawRequest, charge int64) bool {
+	x := c.exp
+	n := int(req.Length)
+	if x.quick == nil || req.Flags&cmdFlagFUA != 0 || n == 0 || n > c.r.Size() {
+		return false
+	}
+	p, err := c.peekPayload(n)
+	if err != nil {
+		c.release(charge)
+		c.broken()
+		return true
+	}
+	done, err := x.quick.QuickWriteAt(p, int64(req.Offset))
+	if !done {
+		buf := c.srv.pool.get(n)
+		copy((*buf)[replyHeadroom:], p)
+		c.r.Discard(n)
+		c.serveCharged(req, buf, charge)
+		return true
+	}
+	c.r.Discard(n)
+	// Only the reply is still charged.
+	c.release(charge - replyCost)
+	if err != nil {
+		c.reply(&req, errnoFor(err), replyCost)
+		return true
+	}
+	r := reply{smallN: simpleReplyLen, budget: replyCost}
+	putReplyHeader(r.small[:], req.Handle, errnoOK)
+	c.answer(&r, 0)
+	return true
+}

@@ -22,7 +22,7 @@ const maxRefusedOptions = 16
 // connection for at most refuseTimeout.
 func (c *conn) refuse() {
 	c.raw.SetDeadline(time.Now().Add(min(refuseTimeout, c.srv.handshakeTimeout())))
-	c.r = bufio.NewReaderSize(c.nc, 4096)
+	c.r = newRequestReader(c.nc, 4096)
 	c.w = bufio.NewWriterSize(c.nc, 4096)
 	var greet [serverGreetingLen]byte
 	binary.BigEndian.PutUint64(greet[0:], nbdMagic)

@@ -157,6 +157,9 @@ func (c *conn) dispatch(req rawRequest) {
 	if inFile && c.copyFromFile(req, f, foff, charge) {
 		return
 	}
+	if req.Type == CmdWrite && c.quickWriteInPlace(req, charge) {
+		return
+	}
 	var buf *[]byte
 	if req.Type == CmdRead || req.Type == CmdWrite {
 		buf = c.srv.pool.get(int(req.Length))
@@ -172,6 +175,12 @@ func (c *conn) dispatch(req rawRequest) {
 			}
 		}
 	}
+	c.serveCharged(req, buf, charge)
+}
+
+// serveCharged performs a charged request whose payload is in buf, in the request
+// loop or on a worker.
+func (c *conn) serveCharged(req rawRequest, buf *[]byte, charge int64) {
 	// With nothing else in flight and no further request already received,
 	// serving in the reader goroutine costs no goroutine start and no
 	// cross-thread wake-up, which is most of the server's CPU overhead at
