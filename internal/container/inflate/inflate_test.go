@@ -200,7 +200,10 @@ func FuzzDeflate(f *testing.F) {
 		dst := make([]byte, size)
 		n, err := d.Deflate(dst, z)
 		switch {
-		case werr == nil || werr == io.EOF:
+		// compress/flate may read the next block header before handing
+		// over data that fills the buffer, and fail there; like QEMU's
+		// zlib use, Deflate stops once the buffer is full.
+		case werr == nil || werr == io.EOF || len(want) == int(size):
 			if err != nil || !bytes.Equal(dst[:n], want) {
 				t.Fatalf("stream %x into %d: ours %d bytes, %v; compress/flate %d bytes, %v", z, size, n, err, len(want), werr)
 			}
