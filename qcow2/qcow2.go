@@ -5,8 +5,6 @@
 package qcow2
 
 import (
-	"bytes"
-	"compress/flate"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/internal/container"
+	"github.com/kvmify/kvmify/internal/container/inflate"
 )
 
 // Entry bits of L1 and L2 tables.
@@ -54,10 +53,9 @@ type Image struct {
 	inflaters sync.Pool
 }
 
-// inflater is a reusable deflate decompressor with its input buffer.
+// inflater is a reusable deflate decoder with its input buffer.
 type inflater struct {
-	br   bytes.Reader
-	fr   io.ReadCloser
+	d    inflate.Decoder
 	comp []byte
 }
 
@@ -359,14 +357,13 @@ func (img *Image) inflate(c int64, e uint64) ([]byte, error) {
 	if _, err := img.f.ReadAt(comp, host); err != nil {
 		return nil, err
 	}
-	z.br.Reset(comp)
-	if z.fr == nil {
-		z.fr = flate.NewReader(&z.br)
-	} else if err := z.fr.(flate.Resetter).Reset(&z.br, nil); err != nil {
-		return nil, err
-	}
 	out := make([]byte, img.cs)
-	if _, err := io.ReadFull(z.fr, out); err != nil {
+	// Like QEMU, the cluster must fill; the stream may go on into the
+	// padding of its last sector.
+	if k, err := z.d.Deflate(out, comp); err != nil || k != len(out) {
+		if err == nil {
+			err = fmt.Errorf("stream ends after %d of %d bytes", k, len(out))
+		}
 		return nil, &FormatError{File: img.f.Path, Offset: host, What: fmt.Sprintf("compressed cluster %d (deflate)", c), Value: err.Error(), Err: ErrCorrupt}
 	}
 	return out, nil

@@ -1,17 +1,14 @@
 package vmdk
 
 import (
-	"bytes"
-	"compress/zlib"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 
 	"github.com/kvmify/kvmify/disk"
 	"github.com/kvmify/kvmify/internal/container"
+	"github.com/kvmify/kvmify/internal/container/inflate"
 )
 
 // sparseExtent is a hosted sparse extent (monolithicSparse,
@@ -30,10 +27,9 @@ type sparseExtent struct {
 	inflaters sync.Pool
 }
 
-// inflater is a reusable zlib decompressor with its input buffer.
+// inflater is a reusable zlib decoder with its input buffer.
 type inflater struct {
-	br   bytes.Reader
-	zr   io.ReadCloser
+	d    inflate.Decoder
 	comp []byte
 }
 
@@ -190,34 +186,15 @@ func (s *sparseExtent) inflate(g int64, e uint32, where int64) ([]byte, error) {
 	if _, err := s.f.ReadAt(comp, off+markerSize); err != nil {
 		return nil, err
 	}
-	z.br.Reset(comp)
-	var err error
-	if z.zr == nil {
-		z.zr, err = zlib.NewReader(&z.br)
-	} else {
-		err = z.zr.(zlib.Resetter).Reset(&z.br, nil)
-	}
-	if err != nil {
-		z.zr = nil // a failed NewReader leaves nothing to reuse
-		return nil, bad("zlib header", err.Error())
-	}
-	zr := z.zr
 	out := make([]byte, s.grainBytes)
-	n, err := io.ReadFull(zr, out)
-	// The last grain may hold only what lies within the capacity.
-	need := min(s.grainBytes, s.capacity()-g*s.grainBytes)
-	switch {
-	case err == nil:
-		// Reading on verifies the stream's end and its Adler-32.
-		switch k, err := zr.Read(make([]byte, 1)); {
-		case k != 0:
-			return nil, bad("more data than a grain", nil)
-		case err != io.EOF:
-			return nil, bad("deflate", err.Error())
-		}
-	case errors.Is(err, io.ErrUnexpectedEOF) && int64(n) >= need:
-	default:
+	// The whole stream must end within the grain and match its Adler-32;
+	// the last grain may hold only what lies within the capacity.
+	n, err := z.d.Zlib(out, comp)
+	if err != nil {
 		return nil, bad("deflate", err.Error())
+	}
+	if need := min(s.grainBytes, s.capacity()-g*s.grainBytes); int64(n) < need {
+		return nil, bad(fmt.Sprintf("stream ends after %d of %d bytes", n, need), nil)
 	}
 	return out, nil
 }

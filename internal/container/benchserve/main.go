@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -58,6 +59,8 @@ func open(path string) (image, error) {
 func main() {
 	sock := flag.String("socket", "", "unix socket to listen on")
 	rss := flag.String("rss", "", "file to write the peak RSS (VmHWM) to on exit")
+	cpuprof := flag.String("cpuprofile", "", "file to write a CPU profile to")
+	memprof := flag.String("memprofile", "", "file to write a heap profile to on exit")
 	flag.Parse()
 	if *sock == "" || flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: benchserve -socket PATH [-rss FILE] IMAGE")
@@ -73,11 +76,31 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	srv := &nbd.Server{Exports: map[string]nbd.Export{"": {Name: "", Description: img.Format(), Backend: img, ReadOnly: true}}}
+	// Zero Limits are the nbd defaults, which are also `kvmify serve`'s
+	// flag defaults (cmd/kvmify/nbdflags.go), so the peak RSS measured
+	// here is what a user's server may reach.
+	srv := &nbd.Server{Exports: map[string]nbd.Export{"": {Name: "", Description: img.Format(), Backend: img, ReadOnly: true}}, Limits: nbd.Limits{}}
 	err = srv.Serve(ctx, l)
 	img.Close()
+	if *cpuprof != "" {
+		pprof.StopCPUProfile()
+	}
+	if *memprof != "" {
+		if f, e := os.Create(*memprof); e == nil {
+			pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 	if *rss != "" {
 		if b, e := os.ReadFile("/proc/self/status"); e == nil {
 			for _, line := range strings.Split(string(b), "\n") {
