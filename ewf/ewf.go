@@ -20,7 +20,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/adler32"
 	"io"
 	"os"
 	"path/filepath"
@@ -361,7 +360,7 @@ func (im *Image) decode(ci int64, loc chunkLoc, buf []byte) (data []byte, shared
 		return buf[:want:want], false, nil
 	}
 	for _, l := range []int64{want, im.chunk} {
-		if stored >= l+4 && adler32.Checksum(buf[:l]) == binary.LittleEndian.Uint32(buf[l:]) {
+		if stored >= l+4 && adlerSum(buf[:l]) == binary.LittleEndian.Uint32(buf[l:]) {
 			im.verified.mark(ci)
 			return buf[:want:want], false, nil
 		}
@@ -371,7 +370,7 @@ func (im *Image) decode(ci int64, loc chunkLoc, buf []byte) (data []byte, shared
 			Msg: fmt.Sprintf("stored size %d, %d needed for its bytes and checksum", stored, want+4), Err: ErrTruncated}
 	}
 	return nil, false, &FormatError{Path: path, Offset: start, What: chunkWhat(ci, ci),
-		Msg: fmt.Sprintf("stored Adler-32 %#08x, computed %#08x", binary.LittleEndian.Uint32(buf[want:]), adler32.Checksum(buf[:want])), Err: ErrChecksum}
+		Msg: fmt.Sprintf("stored Adler-32 %#08x, computed %#08x", binary.LittleEndian.Uint32(buf[want:]), adlerSum(buf[:want])), Err: ErrChecksum}
 }
 
 // inflate decompresses a zlib chunk that must inflate to want bytes (or a
