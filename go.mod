@@ -4,6 +4,8 @@ go 1.26.8
 
 require github.com/spf13/cobra v1.9.1
 
+require github.com/klauspost/compress v1.18.2
+
 require (
 	github.com/hanwen/go-fuse/v2 v2.12.1 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect

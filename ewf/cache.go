@@ -10,7 +10,9 @@ import (
 // first caller that asks while later callers for the same chunk wait for
 // that one read; callers for other chunks read and inflate in parallel, as
 // the lock is never held during a read. Errors are not kept: the next read
-// of a bad chunk tries again and fails again.
+// of a bad chunk tries again and fails again. Data shared with the twin
+// table costs the budget only sharedCost bytes, as it is held there anyway;
+// the entries stay bounded by the number of chunks.
 type chunkCache struct {
 	mu       sync.Mutex
 	budget   int64
@@ -20,9 +22,13 @@ type chunkCache struct {
 	inflight map[int64]*pendingRead
 }
 
+// sharedCost is what an entry whose data is shared is charged.
+const sharedCost = 64
+
 type cacheEntry struct {
 	chunk int64
 	data  []byte
+	cost  int64
 }
 
 type pendingRead struct {
@@ -36,7 +42,7 @@ func newChunkCache(budget int64) *chunkCache {
 }
 
 // get returns chunk ci's data from the cache or from read.
-func (c *chunkCache) get(ci int64, read func(int64) ([]byte, error)) ([]byte, error) {
+func (c *chunkCache) get(ci int64, read func(int64) ([]byte, bool, error)) ([]byte, error) {
 	c.mu.Lock()
 	if e, ok := c.entries[ci]; ok {
 		c.lru.MoveToFront(e)
@@ -53,12 +59,13 @@ func (c *chunkCache) get(ci int64, read func(int64) ([]byte, error)) ([]byte, er
 	c.inflight[ci] = p
 	c.mu.Unlock()
 
-	p.data, p.err = read(ci)
+	var shared bool
+	p.data, shared, p.err = read(ci)
 
 	c.mu.Lock()
 	delete(c.inflight, ci)
 	if p.err == nil {
-		c.addLocked(ci, p.data)
+		c.addLocked(ci, p.data, shared)
 	}
 	c.mu.Unlock()
 	close(p.done)
@@ -78,23 +85,27 @@ func (c *chunkCache) lookup(ci int64) ([]byte, bool) {
 }
 
 // add keeps chunk ci's data, read by a caller outside get.
-func (c *chunkCache) add(ci int64, data []byte) {
+func (c *chunkCache) add(ci int64, data []byte, shared bool) {
 	c.mu.Lock()
-	c.addLocked(ci, data)
+	c.addLocked(ci, data, shared)
 	c.mu.Unlock()
 }
 
-func (c *chunkCache) addLocked(ci int64, data []byte) {
-	if _, ok := c.entries[ci]; ok || int64(len(data)) > c.budget {
+func (c *chunkCache) addLocked(ci int64, data []byte, shared bool) {
+	cost := int64(len(data))
+	if shared {
+		cost = sharedCost
+	}
+	if _, ok := c.entries[ci]; ok || cost > c.budget {
 		return
 	}
-	c.entries[ci] = c.lru.PushFront(&cacheEntry{chunk: ci, data: data})
-	c.used += int64(len(data))
+	c.entries[ci] = c.lru.PushFront(&cacheEntry{chunk: ci, data: data, cost: cost})
+	c.used += cost
 	for c.used > c.budget {
 		old := c.lru.Back()
 		ent := old.Value.(*cacheEntry)
 		c.lru.Remove(old)
 		delete(c.entries, ent.chunk)
-		c.used -= int64(len(ent.data))
+		c.used -= ent.cost
 	}
 }

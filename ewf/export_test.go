@@ -36,3 +36,25 @@ func SectionOffsetForTest(t testing.TB, path, typ string) int64 {
 	t.Fatalf("%s has no %s section", path, typ)
 	return 0
 }
+
+// ChunkStoredForTest is chunk ci's stored bytes, as its table places them.
+func ChunkStoredForTest(t testing.TB, first string, ci int64) []byte {
+	im, err := Open(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	seg, start, stored, _ := im.chunkLocation(ci)
+	b := make([]byte, stored)
+	if _, err := im.files[seg].ReadAt(b, start); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TwinsForTest is how many inflated chunks im's twin table holds.
+func TwinsForTest(im *Image) int {
+	im.twins.mu.RLock()
+	defer im.twins.mu.RUnlock()
+	return len(im.twins.entries)
+}

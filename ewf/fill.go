@@ -1,8 +1,6 @@
 package ewf
 
 import (
-	"bytes"
-	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -32,6 +30,15 @@ func (im *Image) fill(p []byte, off int64, useCache bool) error {
 		copy(p[lo-off:hi-off], data[lo-ci*im.chunk:])
 	}
 	if first == last && useCache {
+		loc, err := im.locate(first)
+		if err != nil {
+			return err
+		}
+		if !loc.compressed {
+			// Plain chunks are not cached: once checked, the bytes asked
+			// for are one small pread from the page cache.
+			return im.readPlainPart(first, loc, p, off)
+		}
 		data, err := im.cache.get(first, im.readChunk)
 		if err != nil {
 			return err
@@ -45,15 +52,13 @@ func (im *Image) fill(p []byte, off int64, useCache bool) error {
 		if len(run) == 0 {
 			return nil
 		}
-		err := im.readRun(run, locs, func(ci int64, data []byte, borrowed bool) {
+		err := im.readRun(run, locs, func(ci int64, data []byte, compressed, shared bool) {
 			put(ci, data)
 			// A chunk read whole is not kept: a sequential reader will not
-			// ask again. A chunk read in part is, as its rest is likely next.
-			if useCache && (ci*im.chunk < off || ci*im.chunk+int64(len(data)) > off+int64(len(p))) {
-				if borrowed {
-					data = bytes.Clone(data)
-				}
-				im.cache.add(ci, data)
+			// ask again. An inflated chunk read in part is, as its rest is
+			// likely next; a plain one need not be (see readPlainPart).
+			if useCache && compressed && (ci*im.chunk < off || ci*im.chunk+int64(len(data)) > off+int64(len(p))) {
+				im.cache.add(ci, data, shared)
 			}
 		})
 		run, locs = run[:0], locs[:0]
@@ -90,9 +95,9 @@ func (im *Image) fill(p []byte, off int64, useCache bool) error {
 }
 
 // readRun reads chunks stored back to back with one pread and hands each
-// decoded chunk to done, in any order; borrowed data is valid only until
-// done returns.
-func (im *Image) readRun(run []int64, locs []chunkLoc, done func(ci int64, data []byte, borrowed bool)) error {
+// decoded chunk to done, in any order; a plain chunk's data is valid only
+// until done returns, a shared one must not be modified.
+func (im *Image) readRun(run []int64, locs []chunkLoc, done func(ci int64, data []byte, compressed, shared bool)) error {
 	seg, start := locs[0].seg, locs[0].start
 	end := locs[len(locs)-1].start + locs[len(locs)-1].stored
 	bp := im.runBufs.Get().(*[]byte)
@@ -101,16 +106,16 @@ func (im *Image) readRun(run []int64, locs []chunkLoc, done func(ci int64, data 
 		*bp = make([]byte, end-start)
 	}
 	buf := (*bp)[:end-start]
-	if err := readFull(im.files[seg], im.paths[seg], im.sizes[seg], buf, start, fmt.Sprintf("chunks %d to %d", run[0], run[len(run)-1])); err != nil {
+	if err := im.pread(seg, buf, start, run[0], run[len(run)-1]); err != nil {
 		return err
 	}
 	decode := func(i int) error {
 		l := locs[i]
-		data, err := im.decode(run[i], l, buf[l.start-start:l.start-start+l.stored], true)
+		data, shared, err := im.decode(run[i], l, buf[l.start-start:l.start-start+l.stored])
 		if err != nil {
 			return err
 		}
-		done(run[i], data, !l.compressed)
+		done(run[i], data, l.compressed, shared)
 		return nil
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(run))
@@ -136,13 +141,13 @@ func (im *Image) readRun(run []int64, locs []chunkLoc, done func(ci int64, data 
 					return
 				}
 				l := locs[i]
-				data, err := im.decode(run[i], l, buf[l.start-start:l.start-start+l.stored], true)
+				data, shared, err := im.decode(run[i], l, buf[l.start-start:l.start-start+l.stored])
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
 				}
 				if err == nil {
-					done(run[i], data, !l.compressed)
+					done(run[i], data, l.compressed, shared)
 				}
 				stop := firstErr != nil
 				mu.Unlock()
