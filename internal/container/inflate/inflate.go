@@ -14,7 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/adler32"
+	"github.com/kvmify/kvmify/internal/adler"
 	"math/bits"
 )
 
@@ -261,7 +261,7 @@ func (d *Decoder) Zlib(dst, src []byte) (int, error) {
 	if used+4 > len(src) {
 		return n, &Error{Offset: used, What: "zlib checksum", Err: ErrTruncated}
 	}
-	if want, got := binary.BigEndian.Uint32(src[used:]), adler32.Checksum(dst[:n]); want != got {
+	if want, got := binary.BigEndian.Uint32(src[used:]), adler.Checksum(dst[:n]); want != got {
 		return n, &Error{Offset: used, What: fmt.Sprintf("zlib checksum 0x%08x of data 0x%08x", want, got), Err: ErrChecksum}
 	}
 	return n, nil

@@ -1,4 +1,4 @@
-package ewf
+package adler
 
 import (
 	"bytes"
@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// FuzzAdlerSum checks adlerSum against hash/adler32 on any bytes, and on
+// FuzzChecksum checks Checksum against hash/adler32 on any bytes, and on
 // runs of 0xff long enough to stress the deferred modulo.
-func FuzzAdlerSum(f *testing.F) {
+func FuzzChecksum(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("Wikipedia"))
 	f.Add(bytes.Repeat([]byte{0xff}, 3*adlerNMax+17))
@@ -22,27 +22,27 @@ func FuzzAdlerSum(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, p []byte) {
-		if got, want := adlerSum(p), adler32.Checksum(p); got != want {
-			t.Fatalf("adlerSum of %d bytes %#08x, hash/adler32 %#08x", len(p), got, want)
+		if got, want := Checksum(p), adler32.Checksum(p); got != want {
+			t.Fatalf("Checksum of %d bytes %#08x, hash/adler32 %#08x", len(p), got, want)
 		}
 		q := bytes.Repeat([]byte{0xff}, len(p)+adlerNMax)
 		copy(q, p)
-		if got, want := adlerSum(q), adler32.Checksum(q); got != want {
-			t.Fatalf("adlerSum of %d bytes ending in 0xff %#08x, hash/adler32 %#08x", len(q), got, want)
+		if got, want := Checksum(q), adler32.Checksum(q); got != want {
+			t.Fatalf("Checksum of %d bytes ending in 0xff %#08x, hash/adler32 %#08x", len(q), got, want)
 		}
 	})
 }
 
-// BenchmarkAdler32 compares adlerSum with hash/adler32 on one 32 KiB chunk.
-func BenchmarkAdler32(b *testing.B) {
+// BenchmarkChecksum compares Checksum with hash/adler32 on one 32 KiB chunk.
+func BenchmarkChecksum(b *testing.B) {
 	p := make([]byte, 32768)
 	for i := range p {
 		p[i] = byte(i * 7)
 	}
-	b.Run("adlerSum", func(b *testing.B) {
+	b.Run("Checksum", func(b *testing.B) {
 		b.SetBytes(int64(len(p)))
 		for b.Loop() {
-			adlerSum(p)
+			Checksum(p)
 		}
 	})
 	b.Run("hash-adler32", func(b *testing.B) {

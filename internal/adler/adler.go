@@ -1,10 +1,8 @@
-package ewf
-
-import "encoding/binary"
-
-// Adler-32 (RFC 1950) of a plain chunk is computed on every first read of
-// it, so its speed bounds cold reads. hash/adler32 adds one byte at a time
-// (s2 depends on every s1 before it, about 3 GB/s here); adlerSum adds
+// Package adler computes Adler-32 (RFC 1950) faster than hash/adler32.
+//
+// An E01 chunk's, a VMDK grain's or a zlib stream's Adler-32 is computed on
+// every first read of it, so its speed bounds cold reads. hash/adler32 adds one byte at a time
+// (s2 depends on every s1 before it, about 3 GB/s here); Checksum adds
 // eight bytes per step from one 64-bit load:
 //
 //	s1 += b0+…+b7
@@ -15,6 +13,9 @@ import "encoding/binary"
 // collects the wanted sum; every lane's partial sum stays below 2^16, so no
 // carry crosses into the top lane. Plain Go, no assembly; fuzzed against
 // hash/adler32.
+package adler
+
+import "encoding/binary"
 
 const (
 	adlerMod  = 65521
@@ -25,8 +26,8 @@ const (
 	oddW      = 1 | 3<<16 | 5<<32 | 7<<48 // weights of b7, b5, b3, b1
 )
 
-// adlerSum is the Adler-32 checksum of p.
-func adlerSum(p []byte) uint32 {
+// Checksum is the Adler-32 checksum of p.
+func Checksum(p []byte) uint32 {
 	s1, s2 := uint32(1), uint32(0)
 	for len(p) > 0 {
 		n := min(len(p), adlerNMax)
