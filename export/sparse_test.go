@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -256,6 +257,19 @@ func TestKilledExportLeavesNothing(t *testing.T) {
 		}
 		// The CLI may publish through a hidden name of its own; one left
 		// by a kill at that moment must be complete, like OUT.
+		// A qcow2 export's OUT.properties.json is written, through a hidden
+		// temporary name, after OUT is in place: it may be there only
+		// beside OUT, and whole.
+		sidecar := out + ".properties.json"
+		if b, err := os.ReadFile(sidecar); err == nil {
+			if _, err := os.Stat(out); err != nil {
+				t.Fatalf("trial %d: %s left without OUT", i, filepath.Base(sidecar))
+			}
+			if !json.Valid(b) {
+				t.Fatalf("trial %d: partial %s left: %q", i, filepath.Base(sidecar), b)
+			}
+			os.Remove(sidecar)
+		}
 		entries, _ := os.ReadDir(outDir)
 		for _, e := range entries {
 			if name := e.Name(); name != filepath.Base(out) {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -141,18 +143,23 @@ func runExport(ctx context.Context, opts exportOptions, args []string, stderr io
 }
 
 // reserveTemp picks an unused temporary name beside path for a file a
-// writer creates itself (with O_EXCL).
+// writer creates itself: export creates it only by linking a complete file
+// to it, and that link fails if the name was taken meanwhile. Nothing is
+// created here, so a kill at any moment leaves no empty file behind.
 func reserveTemp(path string) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), outpath.TempPrefix+filepath.Base(path)+"-*")
-	if err != nil {
-		return "", err
+	for range 100 {
+		var r [8]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return "", err
+		}
+		name := filepath.Join(filepath.Dir(path), fmt.Sprintf("%s%s-%x", outpath.TempPrefix, filepath.Base(path), r))
+		if _, err := os.Lstat(name); errors.Is(err, os.ErrNotExist) {
+			return name, nil
+		} else if err != nil {
+			return "", err
+		}
 	}
-	name := f.Name()
-	f.Close()
-	if err := os.Remove(name); err != nil {
-		return "", err
-	}
-	return name, nil
+	return "", fmt.Errorf("no unused temporary name beside %s", path)
 }
 
 // progressTo returns a progress callback drawing a bar on w when w is a
