@@ -17,16 +17,21 @@ func (c *conn) quickWrite(req rawRequest, buf *[]byte, charge int64) bool {
 		return false
 	}
 	c.srv.pool.put(buf)
-	// Only the reply is still charged.
+	c.quickWritten(req, charge, err)
+	return true
+}
+
+// quickWritten answers a quick write whose payload is done with: only the
+// reply is still charged.
+func (c *conn) quickWritten(req rawRequest, charge int64, err error) {
 	c.release(charge - replyCost)
 	if err != nil {
 		c.reply(&req, errnoFor(err), replyCost)
-		return true
+		return
 	}
 	r := reply{smallN: simpleReplyLen, budget: replyCost}
 	putReplyHeader(r.small[:], req.Handle, errnoOK)
 	c.answer(&r, 0)
-	return true
 }
 
 // quickWriteInPlace is quickWrite for a payload that fits the request
@@ -58,14 +63,6 @@ func (c *conn) quickWriteInPlace(req rawRequest, charge int64) bool {
 		return true
 	}
 	c.r.Discard(n)
-	// Only the reply is still charged.
-	c.release(charge - replyCost)
-	if err != nil {
-		c.reply(&req, errnoFor(err), replyCost)
-		return true
-	}
-	r := reply{smallN: simpleReplyLen, budget: replyCost}
-	putReplyHeader(r.small[:], req.Handle, errnoOK)
-	c.answer(&r, 0)
+	c.quickWritten(req, charge, err)
 	return true
 }
