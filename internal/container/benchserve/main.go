@@ -1,7 +1,7 @@
 // Command benchserve serves one container image (qcow2, VHD, VHDX, VMDK)
 // read-only over NBD on a unix socket, through kvmify's nbd package, until
 // SIGTERM. It exists to compare the container readers with qemu-nbd in
-// /work/shared/bench/nbd-compare.sh before the source dispatcher lets
+// ../shared/bench/nbd-compare.sh before the source dispatcher lets
 // `kvmify serve` open these formats; on exit it writes its peak RSS
 // (VmHWM) to -rss.
 package main
