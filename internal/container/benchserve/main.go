@@ -1,9 +1,9 @@
 // Command benchserve serves one container image (qcow2, VHD, VHDX, VMDK)
 // read-only over NBD on a unix socket, through kvmify's nbd package, until
-// SIGTERM. It exists to compare the container readers with qemu-nbd in
-// ../shared/bench/nbd-compare.sh before the source dispatcher lets
-// `kvmify serve` open these formats; on exit it writes its peak RSS
-// (VmHWM) to -rss.
+// SIGTERM, with the server limits `kvmify serve` uses by default. It
+// compares the container readers with qemu-nbd in
+// ../shared/bench/nbd-compare.sh without the pipeline's boot-fix work; on
+// exit it writes its peak RSS (VmHWM) to -rss.
 package main
 
 import (
