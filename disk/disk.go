@@ -169,6 +169,7 @@ type Extenter interface {
 type QuickWriter interface {
 	// QuickWriteAt writes p at off, as WriteAt does, when that reads
 	// nothing from a lower layer. Otherwise it writes nothing and reports
-	// done false.
+	// done false. It must not keep p: the NBD server passes the buffer it
+	// receives requests in, which the next request overwrites.
 	QuickWriteAt(p []byte, off int64) (done bool, err error)
 }
